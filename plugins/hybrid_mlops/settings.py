@@ -1,0 +1,83 @@
+"""Deployment settings read from the environment at run time (never at DAG-parse time for I/O).
+
+One variable chooses the target: ``HYBRID_MLOPS_TARGET=local`` (default: a moto server on loopback,
+local training and serving processes) or ``aws`` (SageMaker, EKS, Cost Explorer for real).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(os.environ.get("HYBRID_MLOPS_HOME", Path(__file__).resolve().parents[2]))
+INCLUDE_DIR = PROJECT_ROOT / "include"
+MODELS_DIR = INCLUDE_DIR / "models"
+TARGETS = ("local", "aws")
+
+
+def target() -> str:
+    value = os.environ.get("HYBRID_MLOPS_TARGET", "local")
+    if value not in TARGETS:
+        raise ValueError(f"HYBRID_MLOPS_TARGET={value!r} must be one of {TARGETS}")
+    return value
+
+
+def is_local() -> bool:
+    return target() == "local"
+
+
+def aws_conn_id() -> str:
+    return os.environ.get("HYBRID_MLOPS_AWS_CONN_ID", "aws_default")
+
+
+def region() -> str:
+    return os.environ.get("HYBRID_MLOPS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-west-2"))
+
+
+def bucket() -> str:
+    """The artifacts bucket (training data, checkpoints, models, capture, reports)."""
+    return os.environ.get("HYBRID_MLOPS_BUCKET", "hybrid-mlops-artifacts")
+
+
+def sagemaker_role_arn() -> str:
+    return os.environ.get(
+        "HYBRID_MLOPS_SAGEMAKER_ROLE_ARN", "arn:aws:iam::123456789012:role/hybrid-mlops-sagemaker-execution"
+    )
+
+
+def local_state_dir() -> Path:
+    """Where the local target keeps its working files (training scratch dirs, server pids, logs)."""
+    path = Path(os.environ.get("HYBRID_MLOPS_LOCAL_DIR", PROJECT_ROOT / ".local"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def training_python() -> str:
+    """Interpreter of the training environment (local target)."""
+    return os.environ.get("HYBRID_MLOPS_TRAINING_PYTHON", str(PROJECT_ROOT / ".venv-train" / "bin" / "python"))
+
+
+def serving_python() -> str:
+    """Interpreter of the serving environment (local target)."""
+    return os.environ.get("HYBRID_MLOPS_SERVING_PYTHON", str(PROJECT_ROOT / ".venv-serve" / "bin" / "python"))
+
+
+def git_sha() -> str:
+    """The project's commit, recorded in model lineage (env override for MWAA bundles without .git)."""
+    if sha := os.environ.get("HYBRID_MLOPS_GIT_SHA"):
+        return sha
+    head = PROJECT_ROOT / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            ref_path = PROJECT_ROOT / ".git" / ref[5:]
+            if ref_path.exists():
+                return ref_path.read_text().strip()
+            packed = PROJECT_ROOT / ".git" / "packed-refs"
+            for line in packed.read_text().splitlines() if packed.exists() else ():
+                if line.endswith(ref[5:]):
+                    return line.split()[0]
+            return "unknown"
+        return ref
+    except OSError:
+        return "unknown"
