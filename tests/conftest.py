@@ -1,0 +1,79 @@
+"""Shared fixtures: a real moto server on loopback, an Airflow metadata DB, the model spec.
+
+Environment for Airflow is set before anything imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="hybrid-mlops-airflow-")
+os.environ.update(
+    AIRFLOW_HOME=_AIRFLOW_HOME,
+    AIRFLOW__CORE__LOAD_EXAMPLES="False",
+    AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+    AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
+    AIRFLOW__CORE__UNIT_TEST_MODE="True",
+    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+    AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
+    HYBRID_MLOPS_TARGET="local",
+    HYBRID_MLOPS_BUCKET="hybrid-mlops-test",
+    HYBRID_MLOPS_LOCAL_DIR=os.path.join(_AIRFLOW_HOME, "local"),
+    AWS_DEFAULT_REGION="us-west-2",
+)
+
+import pytest  # noqa: E402
+
+from hybrid_mlops.local.moto import MotoServer  # noqa: E402
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """One moto server for the session; each test that asks for ``aws`` starts from a reset server."""
+    server = MotoServer(log_path=os.path.join(_AIRFLOW_HOME, "moto.log")).start()
+    server.apply_environ()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server):
+    """A clean moto server with the artifacts bucket created; yields the server."""
+    import boto3
+
+    moto_server.reset()
+    boto3.client("s3").create_bucket(
+        Bucket=os.environ["HYBRID_MLOPS_BUCKET"],
+        CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_DEFAULT_REGION"]},
+    )
+    yield moto_server
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A fresh Airflow metadata database (sqlite) for the session."""
+    from airflow.utils import db
+
+    db.resetdb()
+    yield
+
+
+@pytest.fixture(scope="session")
+def spec():
+    from hybrid_mlops.specs import load_spec
+
+    return load_spec(ROOT / "include" / "models" / "fraud-detection.yaml")
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
