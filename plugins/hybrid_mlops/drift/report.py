@@ -1,0 +1,138 @@
+"""One window's drift report: statistics, per-feature drift figures and Model Monitor violations.
+
+Pure: takes the flattened window (see :meth:`DriftHook.read_capture_window`) and the baseline, and
+returns the documents the monitor writes under ``monitoring/<model>/<yyyy>/<mm>/<dd>/<hh>/``:
+
+* ``statistics.json``            Model Monitor statistics of the window
+* ``constraint_violations.json`` Model Monitor violations
+* ``drift_metrics.json``         per-feature KS / PSI / JS / chi-square / L-infinity and counts
+* ``report.json``                summary: window, record counts (malformed lines included), verdict
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hybrid_mlops.drift import engine, monitor_format, verdict
+
+
+def feature_lists(baseline_statistics: dict | None, fallback_numeric, fallback_categorical) -> tuple[list, list]:
+    """Numeric and categorical features of the baseline (``inferred_type``), else the fallbacks."""
+    if baseline_statistics and baseline_statistics.get("features"):
+        numeric = [f["name"] for f in baseline_statistics["features"] if f["inferred_type"] in ("Fractional", "Integral")]
+        categorical = [f["name"] for f in baseline_statistics["features"] if f["inferred_type"] == "String"]
+        return numeric, categorical
+    return list(fallback_numeric), list(fallback_categorical)
+
+
+def _completeness(constraints: dict | None) -> dict[str, float]:
+    return {f["name"]: float(f.get("completeness", 1.0)) for f in (constraints or {}).get("features", [])}
+
+
+def _baseline_counts(baseline_statistics: dict | None, name: str) -> dict[str, int] | None:
+    for f in (baseline_statistics or {}).get("features", []):
+        if f["name"] == name and "string_statistics" in f:
+            return {b["value"]: int(b["count"]) for b in f["string_statistics"]["distribution"]["categorical"]["buckets"]}
+    return None
+
+
+def build_report(
+    *,
+    window: dict,
+    baseline_columns: dict[str, np.ndarray],
+    drift_spec,
+    numeric: list[str],
+    categorical: list[str],
+    baseline_statistics: dict | None = None,
+    baseline_constraints: dict | None = None,
+    model: str,
+    window_start: str,
+    window_end: str,
+) -> dict:
+    """All documents of one window (see the module docstring)."""
+    present = set(window["present_features"])
+    cols = window["columns"]
+    n_rows = int(window["rows"])
+    completeness = _completeness(baseline_constraints)
+    violations: list[dict] = []
+    figures: list[dict] = []
+
+    if n_rows:
+        violations += verdict.schema_violations([*numeric, *categorical], present)
+    for name in numeric:
+        if name not in cols:
+            continue
+        base = baseline_columns.get(name)
+        if base is None:
+            continue
+        d = engine.numeric_drift(name, base, cols[name], window_invalid=window["invalid"].get(name, 0))
+        figures.append(d.to_dict())
+        violations += verdict.numeric_violations(d, verdict.thresholds_for(drift_spec, name), completeness.get(name, 1.0))
+    for name in categorical:
+        if name not in cols:
+            continue
+        if name in baseline_columns:
+            d = engine.categorical_drift(name, baseline_columns[name], cols[name])
+        else:
+            counts = _baseline_counts(baseline_statistics, name) or {}
+            cur = engine.categorical_drift(name, np.empty(0, object), cols[name])
+            d = engine.categorical_drift_from_counts(name, counts, _window_counts(cols[name]), window_missing=cur.window_missing)
+        figures.append(d.to_dict())
+        violations += verdict.categorical_violations(d, verdict.thresholds_for(drift_spec, name), completeness.get(name, 1.0))
+
+    window_cols = {n: cols[n] for n in [*numeric, *categorical] if n in cols}
+    stats = monitor_format.dataset_statistics(window_cols, [n for n in numeric if n in cols],
+                                              [n for n in categorical if n in cols]) if window_cols else \
+        {"version": monitor_format.FORMAT_VERSION, "dataset": {"item_count": 0}, "features": []}
+    stats["dataset"]["item_count"] = n_rows
+    if n_rows == 0:
+        status = "empty_window"
+        message = (f"No valid capture records in the window ({window['files']} files, {window['lines']} lines, "
+                   f"{window['malformed']} malformed); nothing to compare.")
+    elif n_rows < drift_spec.min_window_rows:
+        status = "too_few_rows"
+        message = f"{n_rows} rows < drift.min_window_rows={drift_spec.min_window_rows}; distribution checks skipped."
+    else:
+        status = "violations" if violations else "ok"
+        message = (f"{len(violations)} violation(s) on {verdict.violated_features(violations)}" if violations
+                   else "No feature violates the baseline.")
+    summary = {
+        "model": model,
+        "window_start": window_start,
+        "window_end": window_end,
+        "status": status,
+        "message": message,
+        "files": window["files"],
+        "lines": window["lines"],
+        "malformed_lines": window["malformed"],
+        "malformed_sample": window.get("malformed_sample", []),
+        "records": window["lines"] - window["malformed"],
+        "rows": n_rows,
+        "violations": len(violations),
+        "violated_features": verdict.violated_features(violations),
+    }
+    return {
+        "statistics": stats,
+        "constraint_violations": monitor_format.constraint_violations(violations),
+        "drift_metrics": {"model": model, "window_start": window_start, "window_end": window_end, "features": figures},
+        "report": summary,
+    }
+
+
+def _window_counts(values: np.ndarray) -> dict[str, int]:
+    counts, _ = engine._categorical_counts(values)
+    return counts
+
+
+def cloudwatch_metrics(drift_metrics: dict) -> list[dict]:
+    """``[{"feature", "metric", "value"}]`` for PutMetricData (one datum per figure and feature)."""
+    out = []
+    for f in drift_metrics["features"]:
+        keys = ("ks_statistic", "ks_pvalue", "psi", "js") if f["kind"] == "numeric" else ("linf", "chi2_pvalue", "js")
+        for k in keys:
+            if f.get(k) is not None:
+                out.append({"feature": f["feature"], "metric": f"feature_baseline_drift_{k}", "value": f[k]})
+        total = f["window_count"] + f["window_missing"] + f.get("window_invalid", 0)
+        if total:
+            out.append({"feature": f["feature"], "metric": "feature_completeness", "value": f["window_count"] / total})
+    return out

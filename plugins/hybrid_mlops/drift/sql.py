@@ -1,0 +1,137 @@
+"""SQL that flattens one window of capture records, for DuckDB (local) and Athena (aws).
+
+A capture line is ``{"id", "time", "model", "version", "protocol", "inputs": {feature: [...]},
+"outputs": {"probability": [...]}}``: one request, columnar, possibly many rows. The SQL splits the
+files into lines (so a malformed line is counted, not dropped by the JSON reader), keeps the lines
+whose ``inputs`` is an object, and unnests the feature arrays side by side (shorter arrays are
+padded with NULL, so no value is lost). Values come out as text; numbers are cast afterwards so a
+value that is not a number is counted for the ``data_type_check``.
+"""
+
+from __future__ import annotations
+
+import re
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"feature name {name!r} must be an identifier ([A-Za-z_][A-Za-z0-9_]*)")
+    return name
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# --------------------------------------------------------------------------------------------- DuckDB
+
+
+def duckdb_lines(glob: str) -> str:
+    """``capture_lines(filename, line_no, line, ok)`` from the files matching ``glob``."""
+    return f"""
+CREATE OR REPLACE TEMP TABLE capture_lines AS
+WITH files AS (
+    SELECT filename, replace(content, chr(13), '') AS content FROM read_text({_literal(glob)})
+), split AS (
+    SELECT filename, unnest(string_split(content, chr(10))) AS line,
+           generate_subscripts(string_split(content, chr(10)), 1) AS line_no
+    FROM files
+)
+SELECT filename, line_no, line,
+       CASE WHEN json_valid(line) THEN coalesce(json_type(line, '$.inputs') = 'OBJECT', false) ELSE false END AS ok
+FROM split
+WHERE trim(line) <> ''
+"""
+
+
+def duckdb_summary() -> str:
+    return """
+SELECT count(DISTINCT filename) AS files, count(*) AS lines, count(*) FILTER (WHERE NOT ok) AS malformed
+FROM capture_lines
+"""
+
+
+def duckdb_keys() -> str:
+    """Feature names present in the window, with the number of records carrying each."""
+    return """
+SELECT key, count(*) AS records
+FROM (SELECT unnest(json_keys(line, '$.inputs')) AS key FROM capture_lines WHERE ok)
+GROUP BY key ORDER BY key
+"""
+
+
+def duckdb_malformed_sample(limit: int = 5) -> str:
+    return f"""
+SELECT filename, line_no, left(line, 200) AS line FROM capture_lines WHERE NOT ok ORDER BY filename, line_no LIMIT {int(limit)}
+"""
+
+
+def duckdb_rows(numeric: list[str], categorical: list[str], present: set[str]) -> str:
+    """Flattened rows: numeric features cast to DOUBLE (``<f>__raw`` keeps the text for type checks)."""
+    parts = []
+    for name in [*numeric, *categorical, "transaction_id"]:
+        if name in present:
+            parts.append(f"unnest(json_extract_string(line, '$.inputs.\"{_ident(name)}\"[*]')) AS \"{name}\"")
+    parts.append("unnest(json_extract_string(line, '$.outputs.probability[*]')) AS \"__probability\"")
+    inner = ",\n       ".join(parts)
+    outer = []
+    for name in numeric:
+        if name in present:
+            outer += [f"TRY_CAST(\"{name}\" AS DOUBLE) AS \"{name}\"",
+                      f"(\"{name}\" IS NOT NULL AND TRY_CAST(\"{name}\" AS DOUBLE) IS NULL) AS \"{name}__invalid\""]
+    outer += [f"\"{name}\"" for name in [*categorical, "transaction_id"] if name in present]
+    outer.append("TRY_CAST(\"__probability\" AS DOUBLE) AS \"__probability\"")
+    return f"SELECT {', '.join(outer)}\nFROM (SELECT {inner}\nFROM capture_lines WHERE ok)"
+
+
+# --------------------------------------------------------------------------------------------- Athena
+
+
+def athena_capture_table_ddl(database: str, table: str, location: str) -> str:
+    """An external table of raw capture lines over ``capture/<model>/`` with hour partition projection."""
+    return f"""
+CREATE EXTERNAL TABLE IF NOT EXISTS {_ident(database)}.{_ident(table)} (line string)
+PARTITIONED BY (hour string)
+ROW FORMAT DELIMITED LINES TERMINATED BY '\\n'
+LOCATION {_literal(location.rstrip('/') + '/')}
+TBLPROPERTIES (
+  'projection.enabled'='true',
+  'projection.hour.type'='date',
+  'projection.hour.format'='yyyy/MM/dd/HH',
+  'projection.hour.range'='2020/01/01/00,NOW',
+  'projection.hour.interval'='1',
+  'projection.hour.interval.unit'='HOURS',
+  'storage.location.template'={_literal(location.rstrip('/') + '/${hour}/')}
+)"""
+
+
+def athena_rows(database: str, table: str, hour: str, numeric: list[str], categorical: list[str]) -> str:
+    """Trino SQL with the same meaning as :func:`duckdb_rows` (UNNEST ... WITH ORDINALITY, zipped)."""
+    names = [*numeric, *categorical, "transaction_id"]
+    arrays = ", ".join(
+        f"COALESCE(TRY_CAST(json_extract(line, '$.inputs.{_ident(n)}') AS ARRAY(JSON)), ARRAY[]) " for n in names
+    )
+    arrays += ", COALESCE(TRY_CAST(json_extract(line, '$.outputs.probability') AS ARRAY(JSON)), ARRAY[])"
+    cols = ", ".join(f"\"{n}_j\"" for n in names) + ", \"__probability_j\""
+    select = []
+    for n in numeric:
+        select += [f"TRY_CAST(json_format(\"{n}_j\") AS DOUBLE) AS \"{n}\"",
+                   f"(\"{n}_j\" IS NOT NULL AND json_format(\"{n}_j\") <> 'null' AND "
+                   f"TRY_CAST(json_format(\"{n}_j\") AS DOUBLE) IS NULL) AS \"{n}__invalid\""]
+    select += [f"json_extract_scalar(\"{n}_j\", '$') AS \"{n}\"" for n in [*categorical, "transaction_id"]]
+    select.append("TRY_CAST(json_format(\"__probability_j\") AS DOUBLE) AS \"__probability\"")
+    return (
+        f"SELECT {', '.join(select)}\nFROM {_ident(database)}.{_ident(table)}\n"
+        f"CROSS JOIN UNNEST({arrays}) AS t({cols})\n"
+        f"WHERE hour = {_literal(hour)} AND json_extract(line, '$.inputs') IS NOT NULL"
+    )
+
+
+def athena_summary(database: str, table: str, hour: str) -> str:
+    return (
+        f"SELECT count(DISTINCT \"$path\") AS files, count(*) AS lines, "
+        f"count_if(TRY(json_parse(line)) IS NULL OR json_extract(line, '$.inputs') IS NULL) AS malformed\n"
+        f"FROM {_ident(database)}.{_ident(table)} WHERE hour = {_literal(hour)} AND trim(line) <> ''"
+    )

@@ -1,0 +1,257 @@
+"""I/O of the drift monitor: capture windows and baselines from S3, the registry, reports, signals.
+
+.. seealso::
+    https://boto3.amazonaws.com/v1/documentation/api/latest/reference/services/s3.html
+    https://duckdb.org/docs/extensions/httpfs/s3api
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+from hybrid_mlops import settings
+from hybrid_mlops.drift import sql
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+class DriftHook(S3Hook):
+    """S3, DuckDB/Athena, Model Registry, CloudWatch and SNS calls of the drift monitor.
+
+    .. seealso:: https://boto3.amazonaws.com/v1/documentation/api/latest/reference/services/cloudwatch/client/put_metric_data.html
+
+    :param aws_conn_id: Airflow AWS connection.
+    :param region_name: AWS region.
+    """
+
+    METRIC_NAMESPACE = "hybrid-mlops/data-metrics"
+
+    # ------------------------------------------------------------------------------ DuckDB over S3
+    def endpoint_url(self) -> str | None:
+        url = getattr(self.conn_config, "endpoint_url", None)
+        return url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+    def duckdb(self):
+        """A DuckDB connection that reads ``s3://`` through httpfs with this hook's credentials."""
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            con.execute("LOAD httpfs")
+        except duckdb.Error:
+            import duckdb_extension_httpfs
+
+            ext = os.path.join(os.path.dirname(duckdb_extension_httpfs.__file__), "extensions",
+                               f"v{duckdb.__version__}", "httpfs.duckdb_extension")
+            con.execute(f"INSTALL '{ext}'")
+            con.execute("LOAD httpfs")
+        creds = self.get_credentials()
+        region = self.conn_region_name or settings.region()
+        opts = [f"KEY_ID '{creds.access_key}'", f"SECRET '{creds.secret_key}'", f"REGION '{region}'"]
+        if creds.token:
+            opts.append(f"SESSION_TOKEN '{creds.token}'")
+        if endpoint := self.endpoint_url():
+            host = endpoint.split("://", 1)[-1].rstrip("/")
+            opts += [f"ENDPOINT '{host}'", "URL_STYLE 'path'", f"USE_SSL {str(endpoint.startswith('https')).lower()}"]
+        con.execute(f"CREATE OR REPLACE SECRET hybrid_mlops_s3 (TYPE s3, {', '.join(opts)})")
+        return con
+
+    def read_capture_window(self, bucket: str, prefix: str, numeric: list[str], categorical: list[str]) -> dict:
+        """Flatten the capture files under ``s3://bucket/prefix`` (DuckDB; Athena on ``aws`` if configured).
+
+        :return: ``{"files", "lines", "malformed", "malformed_sample", "present_features",
+            "columns": {name: ndarray}, "invalid": {name: int}, "probability", "transaction_id", "rows"}``
+        """
+        import numpy as np
+
+        keys = self.list_keys(bucket_name=bucket, prefix=prefix)
+        empty = {"files": 0, "lines": 0, "malformed": 0, "malformed_sample": [], "present_features": [],
+                 "columns": {}, "invalid": {}, "probability": np.empty(0), "transaction_id": np.empty(0, object),
+                 "rows": 0}
+        if not keys:
+            return empty
+        con = self.duckdb()
+        try:
+            con.execute(sql.duckdb_lines(f"s3://{bucket}/{prefix.rstrip('/')}/*"))
+            files, lines, malformed = con.execute(sql.duckdb_summary()).fetchone()
+            sample = [dict(zip(("file", "line_no", "line"), r)) for r in con.execute(sql.duckdb_malformed_sample()).fetchall()]
+            present = {k for k, n in con.execute(sql.duckdb_keys()).fetchall()}
+            out = {**empty, "files": int(files), "lines": int(lines), "malformed": int(malformed),
+                   "malformed_sample": sample, "present_features": sorted(present)}
+            if lines - malformed == 0:
+                return out
+            table = con.execute(sql.duckdb_rows(numeric, categorical, present)).fetch_arrow_table()
+        finally:
+            con.close()
+        return {**out, **self._columns_from_table(table, numeric, categorical)}
+
+    @staticmethod
+    def _columns_from_table(table, numeric: list[str], categorical: list[str]) -> dict:
+        import numpy as np
+
+        names = set(table.column_names)
+        columns, invalid = {}, {}
+        for n in numeric:
+            if n in names:
+                columns[n] = table.column(n).to_numpy(zero_copy_only=False).astype(np.float64)
+                invalid[n] = int(np.count_nonzero(table.column(f"{n}__invalid").to_numpy(zero_copy_only=False)))
+        for n in categorical:
+            if n in names:
+                columns[n] = np.asarray(table.column(n).to_pylist(), dtype=object)
+        tid = (np.asarray(table.column("transaction_id").to_pylist(), dtype=object)
+               if "transaction_id" in names else np.full(table.num_rows, None, dtype=object))
+        prob = table.column("__probability").to_numpy(zero_copy_only=False).astype(np.float64)
+        return {"columns": columns, "invalid": invalid, "probability": prob, "transaction_id": tid,
+                "rows": int(table.num_rows)}
+
+    def read_parquet_columns(self, uri_prefix: str, columns: list[str]) -> dict:
+        """Columns of the Parquet files under an S3 prefix (the training data), as numpy arrays."""
+        import numpy as np
+
+        con = self.duckdb()
+        try:
+            glob = uri_prefix.rstrip("/") + ("" if uri_prefix.endswith(".parquet") else "/**/*.parquet")
+            table = con.execute(f"SELECT * FROM read_parquet('{glob}')").fetch_arrow_table()
+        finally:
+            con.close()
+        out = {}
+        for name in columns:
+            if name not in table.column_names:
+                continue
+            col = table.column(name)
+            if col.type == "string" or str(col.type) in ("string", "large_string"):
+                out[name] = np.asarray(col.to_pylist(), dtype=object)
+            else:
+                out[name] = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        return out
+
+    def read_labels(self, bucket: str, prefixes: list[str]) -> dict[str, int]:
+        """``transaction_id -> label`` from the JSONL label files under the prefixes (malformed lines skipped)."""
+        labels: dict[str, int] = {}
+        for prefix in prefixes:
+            for key in self.list_keys(bucket_name=bucket, prefix=prefix) or []:
+                for line in self.read_key(key, bucket).splitlines():
+                    try:
+                        rec = json.loads(line)
+                        labels[str(rec["transaction_id"])] = int(rec["label"])
+                    except (ValueError, KeyError, TypeError):
+                        continue
+        return labels
+
+    # ------------------------------------------------------------------------------ Athena (aws)
+    def athena_capture_window(self, *, database: str, table: str, capture_location: str, hour: str,
+                              numeric: list[str], categorical: list[str], output_location: str) -> dict:
+        """The ``aws`` path of :meth:`read_capture_window`: Athena flattens, DuckDB reads the result."""
+        from airflow.providers.amazon.aws.hooks.athena import AthenaHook
+
+        athena = AthenaHook(aws_conn_id=self.aws_conn_id, region_name=self.conn_region_name)
+        result_cfg = {"OutputLocation": output_location}
+
+        def run(query: str) -> str:
+            qid = athena.run_query(query, {"Database": database}, result_cfg)
+            state = athena.poll_query_status(qid)
+            if state != "SUCCEEDED":
+                raise RuntimeError(f"Athena query {qid} {state}: {athena.get_state_change_reason(qid)}")
+            return qid
+
+        run(sql.athena_capture_table_ddl(database, table, capture_location))
+        qid = run(sql.athena_summary(database, table, hour))
+        rows = athena.get_query_results(qid)["ResultSet"]["Rows"]
+        files, lines, malformed = (int(c.get("VarCharValue", 0)) for c in rows[1]["Data"])
+        qid = run(sql.athena_rows(database, table, hour, numeric, categorical))
+        con = self.duckdb()
+        try:
+            arrow = con.execute(f"SELECT * FROM read_csv_auto('{output_location.rstrip('/')}/{qid}.csv')").fetch_arrow_table()
+        finally:
+            con.close()
+        return {"files": files, "lines": lines, "malformed": malformed, "malformed_sample": [],
+                "present_features": sorted(n for n in arrow.column_names if not n.startswith("__")),
+                **self._columns_from_table(arrow, numeric, categorical)}
+
+    # ------------------------------------------------------------------------------ registry, artifacts
+    def latest_approved_package(self, group: str) -> dict | None:
+        """``describe_model_package`` of the newest Approved version of a package group, or None."""
+        sm = self.get_client_type("sagemaker")
+        listed = sm.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="Approved",
+                                        SortBy="CreationTime", SortOrder="Descending", MaxResults=1)
+        summaries = listed.get("ModelPackageSummaryList") or []
+        if not summaries:
+            return None
+        desc = sm.describe_model_package(ModelPackageName=summaries[0]["ModelPackageArn"])
+        containers = (desc.get("InferenceSpecification") or {}).get("Containers") or [{}]
+        return {
+            "ModelPackageArn": desc["ModelPackageArn"],
+            "ModelPackageVersion": desc.get("ModelPackageVersion"),
+            "ModelDataUrl": containers[0].get("ModelDataUrl"),
+            "CustomerMetadataProperties": desc.get("CustomerMetadataProperties") or {},
+        }
+
+    def read_model_artifacts(self, model_data_url: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """JSON members of ``model.tar.gz`` by base name (absent ones are left out)."""
+        bucket, key = split_s3_uri(model_data_url)
+        body = self.get_key(key, bucket).get()["Body"].read()
+        out: dict[str, Any] = {}
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tar:
+            for member in tar.getmembers():
+                base = os.path.basename(member.name)
+                if member.isfile() and base in names and base not in out:
+                    out[base] = json.loads(tar.extractfile(member).read())
+        return out
+
+    def put_json(self, obj: Any, bucket: str, key: str) -> str:
+        self.load_string(json.dumps(obj, indent=1, default=str), key=key, bucket_name=bucket, replace=True)
+        return f"s3://{bucket}/{key}"
+
+    # ------------------------------------------------------------------------------ signals
+    def put_drift_metrics(self, model: str, metrics: list[dict], timestamp) -> int:
+        """PutMetricData: ``metrics`` = ``[{"feature", "metric", "value"}]`` (dimensions Model, Feature)."""
+        cw = self.get_client_type("cloudwatch")
+        data = [
+            {"MetricName": m["metric"], "Dimensions": [{"Name": "Model", "Value": model},
+                                                       {"Name": "Feature", "Value": m["feature"]}],
+             "Timestamp": timestamp, "Value": float(m["value"]), "Unit": "None"}
+            for m in metrics if m.get("value") is not None
+        ]
+        for i in range(0, len(data), 500):  # PutMetricData takes at most 1000 datums
+            cw.put_metric_data(Namespace=self.METRIC_NAMESPACE, MetricData=data[i : i + 500])
+        return len(data)
+
+    def publish_violations(self, topic: str, subject: str, message: dict) -> str:
+        """Publish to an SNS topic (an ARN, or a name created idempotently); returns the MessageId."""
+        sns = self.get_client_type("sns")
+        arn = topic if topic.startswith("arn:") else sns.create_topic(Name=topic)["TopicArn"]
+        return sns.publish(TopicArn=arn, Subject=subject[:100], Message=json.dumps(message, default=str))["MessageId"]
+
+    # ------------------------------------------------------------------------------ async (triggers)
+    async def find_violation_reports_async(self, client, bucket: str, prefix: str, *,
+                                           start_after_key: str = "", require_violations: bool = True) -> list[dict]:
+        """``constraint_violations.json`` objects under a prefix (newest last), with their violations."""
+        found = []
+        paginator = client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []) or []:
+                key = obj["Key"]
+                if not key.endswith("constraint_violations.json") or key <= start_after_key:
+                    continue
+                resp = await client.get_object(Bucket=bucket, Key=key)
+                async with resp["Body"] as stream:
+                    raw = await stream.read()
+                try:
+                    violations = json.loads(raw).get("violations") or []
+                except ValueError:
+                    continue
+                if violations or not require_violations:
+                    found.append({"key": key, "violations": violations,
+                                  "last_modified": obj["LastModified"].isoformat()})
+        return sorted(found, key=lambda r: r["key"])
