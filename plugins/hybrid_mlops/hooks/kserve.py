@@ -1,0 +1,279 @@
+"""KServe on Kubernetes (EKS): InferenceService get / apply / merge-patch, readiness, the v2 smoke call.
+
+The only module that talks to a cluster or a served model. It subclasses the cncf-kubernetes
+provider's hooks and returns plain JSON-safe dicts.
+
+Connecting: a Kubernetes connection (``kubernetes_conn_id``) or, on the ``aws`` target, an EKS cluster
+by name. For EKS the hook builds a kube config whose user runs the Amazon provider's
+``eks_get_token`` (the same exec plugin ``EksHook.generate_config_file`` writes), so every reload mints
+a fresh 15-minute token from the worker's AWS credential chain (IRSA, MWAA execution role). The
+config holds no secret, which is why a trigger may carry it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook, KubernetesHook
+from airflow.providers.cncf.kubernetes.kubernetes_helper_functions import generic_api_retry
+
+from hybrid_mlops.serving import manifest as m
+
+
+# kubectl's exec credential plugin: the Amazon provider's token function, printed as ExecCredential.
+_EXEC_CREDENTIAL = (
+    "import json, sys\n"
+    "from airflow.providers.amazon.aws.utils.eks_get_token import fetch_access_token_for_cluster as f, "
+    "get_expiration_time as t\n"
+    "c, r, u = sys.argv[1:4]\n"
+    "print(json.dumps({'kind': 'ExecCredential', 'apiVersion': 'client.authentication.k8s.io/v1beta1', "
+    "'status': {'expirationTimestamp': t(), 'token': f(c, u, r)}}))"
+)
+
+
+def eks_kube_config(cluster_name: str, region: str, aws_conn_id: str | None = "aws_default") -> dict:
+    """A kube config dict for an EKS cluster (``describe_cluster`` for endpoint and CA, exec token).
+
+    .. seealso::
+        https://docs.aws.amazon.com/eks/latest/userguide/create-kubeconfig.html
+
+    :param cluster_name: EKS cluster name, e.g. ``mlops-us-west-2``.
+    :param region: its AWS region.
+    :param aws_conn_id: Airflow AWS connection used to describe the cluster.
+    """
+    from airflow.providers.amazon.aws.hooks.eks import EksHook
+    from airflow.providers.amazon.aws.hooks.sts import StsHook
+
+    eks = EksHook(aws_conn_id=aws_conn_id, region_name=region)
+    cluster = eks.conn.describe_cluster(name=cluster_name)["cluster"]
+    sts_endpoint = StsHook(aws_conn_id=aws_conn_id, region_name=region).conn_client_meta.endpoint_url
+    if "sts.amazonaws.com" in sts_endpoint:  # EKS accepts only tokens signed for the regional endpoint
+        sts_endpoint = f"https://sts.{region}.amazonaws.com"
+    sts_url = f"{sts_endpoint}/?Action=GetCallerIdentity&Version=2011-06-15"
+    user = "hybrid-mlops"
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": cluster_name,
+                "cluster": {
+                    "server": cluster["endpoint"],
+                    "certificate-authority-data": cluster["certificateAuthority"]["data"],
+                },
+            }
+        ],
+        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": user}}],
+        "current-context": cluster_name,
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "exec": {
+                        "apiVersion": "client.authentication.k8s.io/v1beta1",
+                        "command": sys.executable,
+                        "args": [
+                            "-c",
+                            _EXEC_CREDENTIAL,
+                            cluster_name,
+                            region,
+                            sts_url,
+                        ],
+                        "interactiveMode": "Never",
+                    }
+                },
+            }
+        ],
+    }
+
+
+class KServeHook(KubernetesHook):
+    """InferenceService operations on one cluster, on top of the provider's :class:`KubernetesHook`.
+
+    Adds what the provider lacks: ``patch_custom_object`` (JSON merge patch) and an idempotent
+    ``apply`` (get, then create or merge-patch; a create that meets 409 falls back to patch).
+
+    .. seealso::
+        https://kserve.github.io/website/docs/reference/crd-api
+
+    :param kubernetes_conn_id: Kubernetes connection (kube config, in-cluster, ...).
+    :param config_dict: a kube config as a dict (e.g. from :func:`eks_kube_config`); replaces the
+        connection's configuration.
+    """
+
+    READY = "Ready"
+    PENDING = "Pending"
+    FAILED = "Failed"
+    #: Model transition states KServe reports when a revision can never become ready.
+    FAILED_TRANSITIONS = frozenset({"BlockedByFailedLoad", "InvalidSpec"})
+    #: Condition reasons that mean the rollout failed rather than is still progressing.
+    FAILED_REASONS = frozenset(
+        {"RevisionFailed", "ProgressDeadlineExceeded", "ContainerMissing", "ExitCode", "InvalidSpec"}
+    )
+
+    def __init__(self, kubernetes_conn_id: str | None = KubernetesHook.default_conn_name, **kwargs: Any):
+        super().__init__(kubernetes_conn_id=kubernetes_conn_id, **kwargs)
+
+    @cached_property
+    def _custom_objects(self):
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.api_client)
+
+    def patch_custom_object(
+        self, group: str, version: str, plural: str, name: str, body: dict, namespace: str | None = None
+    ) -> dict:
+        """JSON merge patch (RFC 7386) of a namespaced custom object; ``None`` values delete fields.
+
+        :param group: API group.
+        :param version: API version.
+        :param plural: resource plural.
+        :param name: object name.
+        :param body: the merge patch.
+        :param namespace: namespace (default: the connection's, then ``default``).
+        """
+        return self._custom_objects.patch_namespaced_custom_object(
+            group=group,
+            version=version,
+            namespace=namespace or self.get_namespace() or self.DEFAULT_NAMESPACE,
+            plural=plural,
+            name=name,
+            body=body,
+            _content_type="application/merge-patch+json",
+        )
+
+    def get_inference_service(self, name: str, namespace: str) -> dict | None:
+        """The InferenceService, or ``None`` when there is none."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return self.get_custom_object(m.GROUP, m.VERSION, m.PLURAL, name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    @generic_api_retry
+    def _patch(self, name: str, namespace: str, body: dict) -> dict:
+        return self.patch_custom_object(m.GROUP, m.VERSION, m.PLURAL, name, body, namespace)
+
+    def apply_inference_service(self, manifest: dict) -> tuple[dict, str]:
+        """Create the InferenceService or merge-patch it to match ``manifest``.
+
+        A create is never retried blindly: on 409 (someone created it meanwhile) it becomes a patch.
+        Returns ``(object, "created"|"patched")``.
+        """
+        from kubernetes.client.rest import ApiException
+
+        name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+        if self.get_inference_service(name, namespace) is None:
+            try:
+                created = self.create_custom_object(m.GROUP, m.VERSION, m.PLURAL, manifest, namespace)
+                self.log.info("Created InferenceService %s/%s", namespace, name)
+                return created, "created"
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+                self.log.info("InferenceService %s/%s appeared meanwhile (409); patching it", namespace, name)
+        patched = self._patch(name, namespace, m.as_patch(manifest))
+        self.log.info("Patched InferenceService %s/%s", namespace, name)
+        return patched, "patched"
+
+    def patch_inference_service(self, name: str, namespace: str, body: dict) -> dict:
+        """Merge-patch an existing InferenceService (promote, roll back)."""
+        return self._patch(name, namespace, body)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    @classmethod
+    def state_from_response(cls, isvc: dict | None) -> tuple[str, str]:
+        """``(state, message)`` of an InferenceService: Ready, Pending or Failed.
+
+        Ready needs the ``Ready`` condition True for the current spec (``status.observedGeneration``
+        caught up with ``metadata.generation`` where the server keeps them). Failed quotes the
+        condition (or model status) message verbatim.
+        """
+        if not isvc:
+            return cls.PENDING, "InferenceService not found"
+        status = isvc.get("status") or {}
+        conditions = status.get("conditions") or []
+        model_status = status.get("modelStatus") or {}
+        failure = model_status.get("lastFailureInfo") or {}
+        if model_status.get("transitionStatus") in cls.FAILED_TRANSITIONS:
+            return cls.FAILED, (
+                f"{model_status['transitionStatus']}: {failure.get('reason', '')} {failure.get('message', '')}".strip()
+            )
+        for cond in conditions:
+            if cond.get("status") == "False" and cond.get("reason") in cls.FAILED_REASONS:
+                return cls.FAILED, f"{cond.get('type')} {cond['reason']}: {cond.get('message', '')}".strip()
+        generation = (isvc.get("metadata") or {}).get("generation")
+        observed = status.get("observedGeneration")
+        if generation is not None and observed is not None and observed < generation:
+            return cls.PENDING, f"controller has not observed generation {generation} yet (at {observed})"
+        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+        if ready and ready.get("status") == "True":
+            return cls.READY, "Ready"
+        if ready:
+            return cls.PENDING, f"Ready={ready.get('status')} {ready.get('reason', '')}: {ready.get('message', '')}"
+        return cls.PENDING, "no Ready condition yet"
+
+    @staticmethod
+    def urls(isvc: dict) -> dict:
+        """``{"url": ..., "latest": ..., "previous": ...}``: the service URL and the per-revision tag URLs."""
+        status = isvc.get("status") or {}
+        urls = {"url": status.get("url")}
+        predictor = (status.get("components") or {}).get("predictor") or {}
+        for route in predictor.get("traffic") or []:
+            if route.get("tag") in ("latest", "prev") and route.get("url"):
+                urls["latest" if route["tag"] == "latest" else "previous"] = route["url"]
+        return urls
+
+    # -- data plane ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def infer_v2(base_url: str, model: str, body: dict, timeout: float = 30.0) -> dict:
+        """POST ``<base_url>/v2/models/<model>/infer``; returns the JSON answer or raises ``RuntimeError``
+        quoting the server's status and body.
+
+        .. seealso:: https://kserve.github.io/website/docs/concepts/architecture/data-plane/v2-protocol
+        """
+        url = f"{base_url.rstrip('/')}/v2/models/{model}/infer"
+        req = urllib.request.Request(
+            url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            raise RuntimeError(f"POST {url} -> {err.code}: {err.read()[:500].decode(errors='replace')}") from None
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            raise RuntimeError(f"POST {url} failed: {err}") from None
+
+
+class AsyncKServeHook(AsyncKubernetesHook):
+    """Async reads of InferenceServices, for triggers (the provider's :class:`AsyncKubernetesHook`).
+
+    .. seealso:: https://github.com/tomplus/kubernetes_asyncio
+
+    :param kubernetes_conn_id: Kubernetes connection.
+    :param config_dict: kube config dict (replaces the connection's configuration).
+    """
+
+    @generic_api_retry
+    async def get_inference_service(self, name: str, namespace: str) -> dict | None:
+        from kubernetes_asyncio import client as async_client
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        async with self.get_conn() as api_client:
+            api = async_client.CustomObjectsApi(api_client)
+            try:
+                return await api.get_namespaced_custom_object(m.GROUP, m.VERSION, namespace, m.PLURAL, name)
+            except ApiException as err:
+                if err.status == 404:
+                    return None
+                raise

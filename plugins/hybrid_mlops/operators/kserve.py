@@ -1,0 +1,305 @@
+"""Roll a registered model version out to one cluster's InferenceService: canary, smoke test, promote.
+
+::
+
+    execute            render + validate -> apply (canary unless first deploy) -> defer (Ready?)
+    execute_complete   smoke test the new revision -> promote (drop canaryTrafficPercent) -> defer
+                       ... or roll back to the previous version and fail, quoting the reason
+    execute_complete   (phase "promote") Ready again -> return what is served
+
+Re-running the task when the cluster already serves the version at 100 % and Ready changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.exceptions import AirflowException, AirflowFailException
+from airflow.sdk import BaseOperator
+
+from hybrid_mlops.hooks.kserve import KServeHook, eks_kube_config
+from hybrid_mlops.links.kserve import InferenceServiceLink
+from hybrid_mlops.serving import manifest as m
+from hybrid_mlops.serving import smoke
+from hybrid_mlops.triggers.kserve import InferenceServiceReadyTrigger
+
+PHASE_CANARY = "canary"
+PHASE_FULL = "full"
+PHASE_PROMOTE = "promote"
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+class DeployInferenceServiceOperator(BaseOperator):
+    """Deploy one model version to a KServe InferenceService on one cluster (EKS or a kube connection).
+
+    .. seealso::
+        KServe canary rollout: https://kserve.github.io/website/docs/model-serving/predictive-inference/rollout-strategies/canary
+        Kubernetes JSON merge patch: https://kubernetes.io/docs/tasks/manage-kubernetes-objects/update-api-object-kubectl-patch/
+
+    :param model_name: model name; also the InferenceService name (templated).
+    :param serving: the model's ``ServingSpec`` as a dict (``spec.serving.model_dump()``) (templated).
+    :param package: the version to serve: ``{"version", "package_arn", "storage_uri"}`` or a
+        ``describe_model_package`` dict (templated; usually an upstream task's XCom).
+    :param region: AWS region of the cluster (templated; the mapped argument).
+    :param canary: send ``serving.canary_traffic_percent`` to the new version first (templated).
+        The first deployment ever, and a re-deploy of what is served, skip the canary.
+    :param kubernetes_conn_id: Kubernetes connection id; may contain ``{region}`` (templated). When
+        set it wins over ``cluster_name`` (tests, non-EKS clusters).
+    :param cluster_name: EKS cluster name, may contain ``{region}`` (templated); used when no
+        ``kubernetes_conn_id`` is given.
+    :param aws_conn_id: AWS connection for ``eks:DescribeCluster``.
+    :param extra_labels: labels added to the InferenceService (cost-allocation tags) (templated).
+    :param smoke_rows: rows in the v2 smoke-test request.
+    :param check_interval: seconds between readiness polls.
+    :param max_attempts: readiness polls before giving up (``None``: bounded by ``timeout`` only).
+    :param timeout: seconds to wait for Ready (``serving.ready_timeout_seconds`` when ``None``).
+    :param deferrable: wait on the triggerer (default) instead of in the worker.
+    """
+
+    template_fields: Sequence[str] = (
+        "model_name", "serving", "package", "region", "canary", "kubernetes_conn_id", "cluster_name",
+        "extra_labels",
+    )
+    template_fields_renderers = {"serving": "json", "package": "json", "extra_labels": "json"}
+    operator_extra_links = (InferenceServiceLink(),)
+    ui_color = "#d9ecff"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        serving: dict,
+        package: dict | str,
+        region: str,
+        canary: bool | str = True,
+        kubernetes_conn_id: str | None = None,
+        cluster_name: str | None = "mlops-{region}",
+        aws_conn_id: str | None = "aws_default",
+        extra_labels: dict[str, str] | None = None,
+        smoke_rows: int = 8,
+        check_interval: float = 10.0,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if not kubernetes_conn_id and not cluster_name:
+            raise AirflowFailException(
+                f"{self.task_id}: set kubernetes_conn_id (a Kubernetes connection) or cluster_name (an EKS cluster)"
+            )
+        if check_interval <= 0 or (max_attempts is not None and max_attempts < 1):
+            raise AirflowFailException(f"{self.task_id}: check_interval must be > 0 and max_attempts >= 1")
+        self.model_name = model_name
+        self.serving = serving
+        self.package = package
+        self.region = region
+        self.canary = canary
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.cluster_name = cluster_name
+        self.aws_conn_id = aws_conn_id
+        self.extra_labels = extra_labels
+        self.smoke_rows = smoke_rows
+        self.check_interval = check_interval
+        self.max_attempts = max_attempts
+        self.timeout = timeout
+        self.deferrable = deferrable
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    @cached_property
+    def serving_spec(self):
+        from hybrid_mlops.specs.model import ServingSpec
+
+        return ServingSpec.model_validate(self.serving)
+
+    @cached_property
+    def kube_config(self) -> dict | None:
+        """The EKS kube config (exec token) when no Kubernetes connection is named."""
+        if self.kubernetes_conn_id:
+            return None
+        cluster = self.cluster_name.format(region=self.region)
+        return eks_kube_config(cluster, self.region, self.aws_conn_id)
+
+    @property
+    def conn_id(self) -> str | None:
+        return self.kubernetes_conn_id.format(region=self.region) if self.kubernetes_conn_id else None
+
+    @cached_property
+    def hook(self) -> KServeHook:
+        return KServeHook(kubernetes_conn_id=self.conn_id, config_dict=self.kube_config)
+
+    @property
+    def name(self) -> str:
+        return m.inference_service_name(self.model_name)
+
+    @property
+    def namespace(self) -> str:
+        return self.serving_spec.namespace
+
+    def _wait_seconds(self) -> float:
+        timeout = float(self.timeout or self.serving_spec.ready_timeout_seconds)
+        if self.max_attempts is not None:
+            timeout = min(timeout, self.max_attempts * self.check_interval)
+        return timeout
+
+    def _ref(self) -> m.ModelRef:
+        package = self.package
+        if not isinstance(package, dict):
+            raise AirflowFailException(
+                f"{self.task_id}: package must be a dict (an upstream XCom), got {type(package).__name__}: "
+                f"{str(package)[:200]}; pass the resolving task's .output"
+            )
+        try:
+            if "ModelPackageArn" in package:
+                return m.ModelRef.from_package(package)
+            return m.ModelRef.from_dict(package)
+        except (KeyError, ValueError, m.ManifestError) as err:
+            raise AirflowFailException(f"{self.task_id}: package {package!r} is not usable: {err}") from None
+
+    def _manifest(self, ref: m.ModelRef, canary: int | None, previous: m.ModelRef | None) -> dict:
+        manifest = m.render_inference_service(
+            self.model_name, self.serving_spec, ref,
+            canary_traffic_percent=canary, previous=previous, extra_labels=self.extra_labels,
+        )
+        try:
+            return m.validate(manifest)
+        except m.ManifestError as err:
+            raise AirflowFailException(str(err)) from None
+
+    def _wait(self, context, phase: str, ref: m.ModelRef, previous: m.ModelRef | None):
+        trigger = InferenceServiceReadyTrigger(
+            name=self.name,
+            namespace=self.namespace,
+            kubernetes_conn_id=self.conn_id,
+            config_dict=self.kube_config,
+            check_interval=self.check_interval,
+            timeout=self._wait_seconds(),
+        )
+        kwargs = {"phase": phase, "ref": ref.to_dict(), "previous": previous.to_dict() if previous else None}
+        if self.deferrable:
+            self.defer(
+                trigger=trigger,
+                method_name="execute_complete",
+                kwargs=kwargs,
+                timeout=timedelta(seconds=self._wait_seconds() + 60),
+            )
+        event = asyncio.run(_first_event(trigger))
+        return self.execute_complete(context, event, **kwargs)
+
+    # -- the steps ------------------------------------------------------------------------------------
+
+    def execute(self, context):
+        ref = self._ref()
+        live = self.hook.get_inference_service(self.name, self.namespace)
+        served, rollback_to = m.served_ref(live), m.previous_ref(live)
+        state, message = KServeHook.state_from_response(live)
+        if live is not None and served == ref and m.canary_percent(live) is None:
+            if state == KServeHook.READY:
+                self.log.info("%s/%s already serves version %s at 100%% and is Ready: nothing to change",
+                              self.namespace, self.name, ref.version)
+                InferenceServiceLink.persist(context, self, KServeHook.urls(live).get("url"))
+                return self._result(live, ref, "unchanged")
+            self.log.info("%s/%s serves version %s but is %s (%s): waiting", self.namespace, self.name,
+                          ref.version, state, message)
+            return self._wait(context, PHASE_PROMOTE, ref, rollback_to)
+
+        if served is not None and served != ref:
+            previous = served  # a new version replaces the one served now
+        elif served == ref:
+            previous = rollback_to  # a retry in the middle of this version's canary
+        else:
+            previous = None  # first deployment ever: nothing to fall back to
+        use_canary = _as_bool(self.canary) and previous is not None
+        percent = self.serving_spec.canary_traffic_percent if use_canary else None
+        manifest = self._manifest(ref, percent, previous)
+        obj, action = self.hook.apply_inference_service(manifest)
+        self.log.info(
+            "%s InferenceService %s/%s: version %s (%s), previous %s",
+            action.capitalize(), self.namespace, self.name, ref.version,
+            f"canary {percent}%" if percent else "100%", previous.version if previous else "none",
+        )
+        if self.kube_config is not None:
+            cluster = self.cluster_name.format(region=self.region)
+            InferenceServiceLink.persist(context, self, InferenceServiceLink.eks_console_url(self.region, cluster))
+        return self._wait(context, PHASE_CANARY if percent else PHASE_FULL, ref, previous)
+
+    def execute_complete(self, context, event: dict[str, Any] | None = None, *, phase: str = PHASE_FULL,
+                         ref: dict | None = None, previous: dict | None = None):
+        if not event or "status" not in event:
+            raise AirflowException(f"{self.task_id}: unexpected trigger event {event!r}")
+        new = m.ModelRef.from_dict(ref) if ref else self._ref()
+        old = m.ModelRef.from_dict(previous) if previous else None
+        where = f"{self.namespace}/{self.name} in {self.region}"
+        if event["status"] != "success":
+            self._fail(where, new, old, f"InferenceService not Ready ({event['status']}): {event.get('message')}")
+
+        urls = event.get("urls") or {}
+        if phase != PHASE_PROMOTE:
+            target = urls.get("latest") or urls.get("url")
+            problem = self._smoke_test(target)
+            if problem:
+                self._fail(where, new, old, f"smoke test of version {new.version} at {target} failed: {problem}")
+            self.log.info("Smoke test of version %s passed at %s", new.version, target)
+        if phase == PHASE_CANARY:
+            self.log.info("Promoting version %s to 100%% on %s", new.version, where)
+            self.hook.patch_inference_service(
+                self.name, self.namespace, {"spec": {"predictor": {"canaryTrafficPercent": None}}}
+            )
+            return self._wait(context, PHASE_PROMOTE, new, old)
+
+        live = self.hook.get_inference_service(self.name, self.namespace)
+        InferenceServiceLink.persist(context, self, urls.get("url"))
+        return self._result(live, new, "deployed")
+
+    def _smoke_test(self, url: str | None) -> str | None:
+        if not url:
+            return "the InferenceService reports no URL"
+        body = smoke.v2_request(self.smoke_rows)
+        try:
+            answer = self.hook.infer_v2(url, self.name, body)
+        except RuntimeError as err:
+            return str(err)
+        return smoke.response_problem(answer, self.smoke_rows)
+
+    def _fail(self, where: str, new: m.ModelRef, old: m.ModelRef | None, reason: str):
+        """Roll back to ``old`` (restore its storageUri, drop the canary), then fail with ``reason``."""
+        if old is None:
+            raise AirflowException(
+                f"Deploying version {new.version} to {where} failed and there is no previous version to "
+                f"roll back to: {reason}"
+            )
+        manifest = self._manifest(old, None, None)
+        self.hook.patch_inference_service(self.name, self.namespace, m.as_patch(manifest))
+        raise AirflowException(
+            f"Rolled {where} back to version {old.version} ({old.storage_uri}) after version {new.version} "
+            f"failed: {reason}"
+        )
+
+    def _result(self, live: dict | None, ref: m.ModelRef, outcome: str) -> dict:
+        urls = KServeHook.urls(live) if live else {}
+        return {
+            "region": self.region,
+            "namespace": self.namespace,
+            "inference_service": self.name,
+            "version": ref.version,
+            "package_arn": ref.package_arn,
+            "storage_uri": ref.storage_uri,
+            "url": urls.get("url"),
+            "outcome": outcome,
+        }
+
+
+async def _first_event(trigger) -> dict:
+    async for event in trigger.run():
+        return event.payload
+    raise AirflowException("trigger ended without an event")

@@ -1,0 +1,346 @@
+"""KServe ``InferenceService`` manifests rendered from a model's serving spec (pure functions, no I/O).
+
+One InferenceService per model and cluster, named after the model, so that a new version is a patch
+of the same object: KServe keeps the previous revision serving while ``canaryTrafficPercent`` sends a
+share of the traffic to the new one, and dropping the field promotes the new revision to 100 %.
+
+Two predictor flavours, chosen by ``serving.runtime``:
+
+``project`` (default)
+    A custom container ``kserve-container`` running the project's predictor image
+    (``python -m predictor --model-name ... --model-uri /mnt/models``). For a custom container KServe
+    reads the model location from the container's ``STORAGE_URI`` environment variable: its storage
+    initializer downloads (and unpacks) ``model.tar.gz`` into ``/mnt/models`` before the server starts.
+``triton``
+    ``modelFormat: onnx`` on the stock ``kserve-tritonserver`` runtime, protocol v2. The artifact holds a
+    Triton repository under ``triton/<model>/`` (``config.pbtxt``, ``1/model.onnx``), so the server is
+    pointed at ``/mnt/models/triton`` and loads the one model explicitly.
+
+.. seealso::
+    KServe v1beta1 API: https://kserve.github.io/website/docs/reference/crd-api
+    Canary rollout: https://kserve.github.io/website/docs/model-serving/predictive-inference/rollout-strategies/canary
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+from hybrid_mlops.settings import INCLUDE_DIR
+
+GROUP = "serving.kserve.io"
+VERSION = "v1beta1"
+PLURAL = "inferenceservices"
+KIND = "InferenceService"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+SCHEMA_PATH = INCLUDE_DIR / "kserve" / "inferenceservice-v1beta1.schema.json"
+
+PREFIX = "hybrid-mlops.io"
+LABEL_MODEL = f"{PREFIX}/model"
+LABEL_VERSION = f"{PREFIX}/model-version"
+LABEL_PACKAGE = f"{PREFIX}/model-package"
+ANN_PACKAGE_ARN = f"{PREFIX}/model-package-arn"
+ANN_STORAGE_URI = f"{PREFIX}/storage-uri"
+ANN_PREVIOUS = f"{PREFIX}/previous"  # JSON of the ModelRef served before this one (rollback target)
+
+CONTAINER_NAME = "kserve-container"
+MODEL_MOUNT = "/mnt/models"
+HTTP_PORT = 8080
+GRPC_PORT = 8081
+TRITON_RUNTIME = "kserve-tritonserver"
+
+# The admission webhook's rules that the CRD schema does not encode.
+ISVC_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+ISVC_NAME_MAX = 63
+PREDICTOR_IMPLEMENTATIONS = (
+    "model", "sklearn", "xgboost", "tensorflow", "pytorch", "triton", "onnx", "pmml", "lightgbm",
+    "paddle", "huggingface",
+)
+KPA_METRICS = ("concurrency", "rps")  # Knative Pod Autoscaler; cpu/memory need Knative's HPA class
+
+
+class ManifestError(ValueError):
+    """A rendered manifest breaks the CRD schema or a KServe admission rule; the message lists each."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One registered model version as the serving side needs it.
+
+    :param version: model package version number in the registry.
+    :param package_arn: ``ModelPackageArn``.
+    :param storage_uri: ``ModelDataUrl`` (the ``model.tar.gz`` in S3).
+    """
+
+    version: int
+    package_arn: str
+    storage_uri: str
+
+    @classmethod
+    def from_package(cls, package: dict) -> ModelRef:
+        """From ``describe_model_package`` output (or a dict with the same keys)."""
+        try:
+            return cls(
+                version=int(package["ModelPackageVersion"]),
+                package_arn=package["ModelPackageArn"],
+                storage_uri=package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"],
+            )
+        except (KeyError, IndexError, TypeError, ValueError) as err:
+            raise ManifestError(
+                f"model package {package.get('ModelPackageArn', '?')!r} lacks {err}; "
+                "an approved package needs ModelPackageVersion and InferenceSpecification.Containers[0].ModelDataUrl"
+            ) from None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelRef:
+        return cls(version=int(data["version"]), package_arn=data["package_arn"], storage_uri=data["storage_uri"])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def inference_service_name(model: str) -> str:
+    """The InferenceService of a model: its name, which the spec already keeps DNS-safe."""
+    return model
+
+
+def label_value(text: str) -> str:
+    """A valid label value: ``[A-Za-z0-9._-]``, alphanumeric at both ends, at most 63 characters."""
+    value = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text))
+    return value[-63:].strip("-._")
+
+
+def package_label(arn: str) -> str:
+    """``arn:...:model-package/<group>/<version>`` -> ``<group>-<version>`` (ARNs are not label values)."""
+    return label_value(arn.split(":model-package/", 1)[-1])
+
+
+def render_inference_service(
+    model: str,
+    serving: Any,
+    ref: ModelRef,
+    *,
+    canary_traffic_percent: int | None = None,
+    previous: ModelRef | None = None,
+    namespace: str | None = None,
+    extra_labels: dict[str, str] | None = None,
+) -> dict:
+    """The InferenceService that serves ``ref``.
+
+    :param model: model name (``ModelSpec.name``).
+    :param serving: the model's ``ServingSpec``.
+    :param ref: the version to serve.
+    :param canary_traffic_percent: share of traffic for ``ref`` while the previous revision keeps the
+        rest; ``None`` sends all traffic to ``ref``.
+    :param previous: the version served before, kept in an annotation as the rollback target.
+    :param namespace: overrides ``serving.namespace``.
+    :param extra_labels: more labels (cost-allocation tags), sanitized to valid label values.
+    """
+    name = inference_service_name(model)
+    labels = {label_value(k)[:63]: label_value(v) for k, v in (extra_labels or {}).items() if label_value(v)}
+    labels.update(
+        {
+            "app.kubernetes.io/name": name,
+            "app.kubernetes.io/part-of": "hybrid-mlops",
+            LABEL_MODEL: label_value(model),
+            LABEL_VERSION: str(ref.version),
+            LABEL_PACKAGE: package_label(ref.package_arn),
+        }
+    )
+    annotations = {
+        "serving.kserve.io/deploymentMode": "Serverless",  # canary traffic splitting needs Knative
+        "serving.kserve.io/enable-tag-routing": "true",  # a URL per revision: smoke-test the canary alone
+        ANN_PACKAGE_ARN: ref.package_arn,
+        ANN_STORAGE_URI: ref.storage_uri,
+    }
+    if previous is not None:
+        annotations[ANN_PREVIOUS] = json.dumps(previous.to_dict(), sort_keys=True)
+    if serving.autoscaling_metric in KPA_METRICS:
+        annotations["autoscaling.knative.dev/class"] = "kpa.autoscaling.knative.dev"
+        annotations["autoscaling.knative.dev/scale-down-delay"] = f"{serving.scale_down_delay_seconds}s"
+    else:
+        # cpu/memory scale through Knative's HPA class, which has no scale-down delay of its own.
+        annotations["autoscaling.knative.dev/class"] = "hpa.autoscaling.knative.dev"
+
+    predictor: dict[str, Any] = {
+        "minReplicas": serving.min_replicas,
+        "maxReplicas": serving.max_replicas,
+        "scaleMetric": serving.autoscaling_metric,
+        "scaleTarget": serving.autoscaling_target,
+        "serviceAccountName": serving.service_account,
+    }
+    if canary_traffic_percent is not None:
+        predictor["canaryTrafficPercent"] = int(canary_traffic_percent)
+    if serving.node_selector:
+        predictor["nodeSelector"] = dict(serving.node_selector)
+    if serving.tolerations:
+        predictor["tolerations"] = [t.model_dump(exclude_none=True) for t in serving.tolerations]
+    if serving.logger_url:
+        predictor["logger"] = {"mode": "all", "url": serving.logger_url}
+
+    resources = _resources(serving)
+    if serving.runtime == "triton":
+        predictor["model"] = {
+            "modelFormat": {"name": "onnx"},
+            "runtime": TRITON_RUNTIME,
+            "protocolVersion": "v2",
+            "storageUri": ref.storage_uri,
+            "args": [
+                f"--model-store={MODEL_MOUNT}/triton",
+                "--model-control-mode=explicit",
+                f"--load-model={name}",
+            ],
+            "resources": resources,
+        }
+    else:
+        predictor["containers"] = [
+            {
+                "name": CONTAINER_NAME,
+                "image": serving.image,
+                "command": ["python", "-m", "predictor"],
+                "args": [
+                    "--model-name", name,
+                    "--model-uri", MODEL_MOUNT,
+                    "--model-version", str(ref.version),
+                    "--http-port", str(HTTP_PORT),
+                    "--grpc-port", str(GRPC_PORT),
+                ],
+                "env": [
+                    {"name": "STORAGE_URI", "value": ref.storage_uri},  # KServe mounts it at /mnt/models
+                    {"name": "PROTOCOL", "value": "v2"},
+                ],
+                "ports": [{"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+                "readinessProbe": {
+                    "httpGet": {"path": f"/v2/models/{name}/ready", "port": HTTP_PORT},
+                    "periodSeconds": 5,
+                },
+                "resources": resources,
+            }
+        ]
+
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": name,
+            "namespace": namespace or serving.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
+def _resources(serving: Any) -> dict:
+    requests = {"cpu": serving.cpu_request, "memory": serving.memory_request}
+    limits = {"memory": serving.memory_limit}
+    if serving.gpu:
+        # Extended resources: request must equal limit.
+        requests["nvidia.com/gpu"] = str(serving.gpu)
+        limits["nvidia.com/gpu"] = str(serving.gpu)
+    return {"requests": requests, "limits": limits}
+
+
+def as_patch(manifest: dict) -> dict:
+    """A JSON merge patch that makes a live object match ``manifest``.
+
+    Merge patch replaces lists whole and merges maps, so fields the manifest leaves out must be sent as
+    ``null`` to be removed: ``canaryTrafficPercent`` (promote / roll back) and the previous-version
+    annotation.
+    """
+    patch = copy.deepcopy(manifest)
+    patch["spec"]["predictor"].setdefault("canaryTrafficPercent", None)
+    patch["metadata"]["annotations"].setdefault(ANN_PREVIOUS, None)
+    return patch
+
+
+# -- reading a live object ------------------------------------------------------------------------
+
+
+def served_ref(isvc: dict | None) -> ModelRef | None:
+    """The version an InferenceService was last told to serve (from its annotations)."""
+    if not isvc:
+        return None
+    meta = isvc.get("metadata", {})
+    ann = meta.get("annotations") or {}
+    version = (meta.get("labels") or {}).get(LABEL_VERSION)
+    if not (version and ann.get(ANN_PACKAGE_ARN) and ann.get(ANN_STORAGE_URI)):
+        return None
+    return ModelRef(version=int(version), package_arn=ann[ANN_PACKAGE_ARN], storage_uri=ann[ANN_STORAGE_URI])
+
+
+def previous_ref(isvc: dict | None) -> ModelRef | None:
+    """The rollback target recorded while a canary is in progress."""
+    raw = ((isvc or {}).get("metadata", {}).get("annotations") or {}).get(ANN_PREVIOUS)
+    return ModelRef.from_dict(json.loads(raw)) if raw else None
+
+
+def canary_percent(isvc: dict | None) -> int | None:
+    return ((isvc or {}).get("spec", {}).get("predictor") or {}).get("canaryTrafficPercent")
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def schema_errors(manifest: dict) -> list[str]:
+    """Violations of the InferenceService CRD's ``openAPIV3Schema`` (JSON Schema draft 7)."""
+    from jsonschema import Draft7Validator
+
+    validator = Draft7Validator(load_schema())
+    return [
+        f"{'.'.join(str(p) for p in err.absolute_path) or '(root)'}: {err.message}"
+        for err in sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+
+
+def webhook_errors(manifest: dict) -> list[str]:
+    """Violations of the KServe admission webhook's rules that the schema cannot express."""
+    errors = []
+    if manifest.get("apiVersion") != API_VERSION or manifest.get("kind") != KIND:
+        errors.append(f"apiVersion/kind must be {API_VERSION}/{KIND}")
+    name = (manifest.get("metadata") or {}).get("name", "")
+    if not ISVC_NAME.match(name) or len(name) > ISVC_NAME_MAX:
+        errors.append(
+            f"metadata.name={name!r} must match {ISVC_NAME.pattern} (DNS-1035 label) "
+            f"and be at most {ISVC_NAME_MAX} characters"
+        )
+    predictor = ((manifest.get("spec") or {}).get("predictor")) or {}
+    implementations = [k for k in PREDICTOR_IMPLEMENTATIONS if predictor.get(k)]
+    if predictor.get("containers"):
+        implementations.append("containers")
+    if len(implementations) != 1:
+        errors.append(
+            f"spec.predictor must have exactly one implementation (model, a framework or containers), "
+            f"found {implementations or 'none'}"
+        )
+    low, high = predictor.get("minReplicas"), predictor.get("maxReplicas")
+    if low is not None and high is not None and high != 0 and low > high:
+        errors.append(f"spec.predictor.minReplicas={low} must be <= maxReplicas={high}")
+    if low is not None and low < 0:
+        errors.append(f"spec.predictor.minReplicas={low} must be >= 0")
+    canary = predictor.get("canaryTrafficPercent")
+    if canary is not None and not 0 <= canary <= 100:
+        errors.append(f"spec.predictor.canaryTrafficPercent={canary} must be within 0..100")
+    containers = predictor.get("containers") or []
+    if containers and containers[0].get("name") != CONTAINER_NAME:
+        errors.append(f"spec.predictor.containers[0].name must be {CONTAINER_NAME!r}")
+    return errors
+
+
+def validate(manifest: dict) -> dict:
+    """Raise :class:`ManifestError` listing every schema and webhook violation; return the manifest."""
+    errors = schema_errors(manifest) + webhook_errors(manifest)
+    if errors:
+        name = (manifest.get("metadata") or {}).get("name", "?")
+        raise ManifestError(f"InferenceService {name!r} is invalid:\n  " + "\n  ".join(errors))
+    return manifest
