@@ -1,0 +1,75 @@
+"""The onnxruntime session: CUDA when the build has it, CPU otherwise."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+
+logger = logging.getLogger("predictor")
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def select_providers(device: str, available: list[str]) -> list[str]:
+    """Execution providers in priority order for ``device`` given onnxruntime's ``available`` list.
+
+    :param device: ``auto`` (CUDA if available, else CPU), ``cpu`` or ``cuda`` (an error without it).
+    :param available: ``onnxruntime.get_available_providers()``.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"--device={device!r} must be one of {DEVICES}")
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not has_cuda:
+        raise RuntimeError(
+            f"--device=cuda but onnxruntime offers only {available}; install onnxruntime-gpu "
+            "(same version) on a CUDA image, or use --device=auto"
+        )
+    if device != "cpu" and has_cuda:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxScorer:
+    """An onnxruntime session over the model's ``numeric``/``categorical`` inputs.
+
+    .. seealso:: https://onnxruntime.ai/docs/api/python/api_summary.html#inferencesession
+
+    :param path: the ``model.onnx`` file.
+    :param n_numeric: expected width of the ``numeric`` input.
+    :param n_categorical: expected width of the ``categorical`` input.
+    :param output: name of the probability output.
+    :param device: ``auto``, ``cpu`` or ``cuda``.
+    :param intra_op_threads: onnxruntime intra-op threads (1 keeps small requests fast).
+    """
+
+    def __init__(self, path, n_numeric: int, n_categorical: int, output: str = "probability",
+                 device: str = "auto", intra_op_threads: int = 1):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = select_providers(device, ort.get_available_providers())
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        self.provider = self.session.get_providers()[0]
+        logger.info("onnxruntime %s: running on %s (requested %s)", ort.__version__, self.provider, providers)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        for name, width, kind in (("numeric", n_numeric, "tensor(float)"), ("categorical", n_categorical, "tensor(int64)")):
+            if name not in inputs:
+                raise ValueError(f"{path}: the graph has no input {name!r} (inputs: {sorted(inputs)})")
+            if inputs[name].type != kind or inputs[name].shape[-1] not in (width, None) and not isinstance(inputs[name].shape[-1], str):
+                raise ValueError(
+                    f"{path}: input {name!r} is {inputs[name].type} {inputs[name].shape}; "
+                    f"input_schema.json expects {kind} [N, {width}]"
+                )
+        outputs = [o.name for o in self.session.get_outputs()]
+        if output not in outputs:
+            raise ValueError(f"{path}: the graph has no output {output!r} (outputs: {outputs})")
+        self.output_names = [output]
+        self._run = self.session.run
+
+    def __call__(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        (prob,) = self._run(self.output_names, {"numeric": numeric, "categorical": categorical})
+        return prob.reshape(-1)
