@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hybrid_mlops.metrics import roc_auc
+
 NUMERIC_FEATURES = (
     "amount",
     "avg_amount_30d",
@@ -195,24 +197,6 @@ def write_parquet(columns: dict[str, np.ndarray], path) -> None:
     import pyarrow.parquet as pq
 
     pq.write_table(to_arrow(columns), path)
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Exact ROC AUC (Mann-Whitney U with tie correction), vectorised."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(scores.size, dtype=np.float64)
-    # average ranks for ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def oracle_auc(columns: dict[str, np.ndarray]) -> float:
