@@ -52,7 +52,8 @@ class DeployInferenceServiceOperator(BaseOperator):
     :param region: AWS region of the cluster (templated; the mapped argument).
     :param canary: send ``serving.canary_traffic_percent`` to the new version first (templated).
         The first deployment ever, and a re-deploy of what is served, skip the canary.
-    :param kubernetes_conn_id: Kubernetes connection id; may contain ``{region}`` (templated). When
+    :param kubernetes_conn_id: Kubernetes connection id; may contain ``{region}``, filled in with
+        underscores (``kserve_{region}`` -> ``kserve_us_west_2``) (templated). When
         set it wins over ``cluster_name`` (tests, non-EKS clusters).
     :param cluster_name: EKS cluster name, may contain ``{region}`` (templated); used when no
         ``kubernetes_conn_id`` is given.
@@ -132,7 +133,9 @@ class DeployInferenceServiceOperator(BaseOperator):
 
     @property
     def conn_id(self) -> str | None:
-        return self.kubernetes_conn_id.format(region=self.region) if self.kubernetes_conn_id else None
+        # Underscores: connection ids become environment variable names (AIRFLOW_CONN_KSERVE_US_WEST_2).
+        region = self.region.replace("-", "_")
+        return self.kubernetes_conn_id.format(region=region) if self.kubernetes_conn_id else None
 
     @cached_property
     def hook(self) -> KServeHook:
