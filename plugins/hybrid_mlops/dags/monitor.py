@@ -1,0 +1,89 @@
+"""``monitor_<model>``: hourly drift and model-quality reports of the served model.
+
+    wait_for_capture (deferrable S3KeySensor; soft-fails after the grace period: an empty window
+    still gets its report) -> drift_report (DriftReportOperator) -> signal_drift (Asset event on
+    ``drift_asset_uri(model)`` when the window has violations; skipped otherwise)
+
+Parse time: no I/O, no heavy imports (DuckDB, pyarrow, boto3 and scipy load inside the tasks).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.sdk import DAG, Asset, task
+
+from hybrid_mlops import settings
+from hybrid_mlops.assets import drift_asset_uri
+from hybrid_mlops.operators.drift import DriftReportOperator
+
+WINDOW = "{{ data_interval_start.strftime('%Y/%m/%d/%H') }}"
+
+
+def capture_wait_seconds() -> float:
+    """How long after the hour the monitor waits for the first capture file (env override)."""
+    return float(os.environ.get("HYBRID_MLOPS_CAPTURE_WAIT_SECONDS", 1800))
+
+
+def build(specs) -> list[DAG]:
+    dags = []
+    for spec in specs:
+        if spec.schedule.monitor is None:
+            continue
+        asset = Asset(drift_asset_uri(spec.name))
+        with DAG(
+            dag_id=f"monitor_{spec.dag_suffix}",
+            description=f"Hourly drift and model-quality reports of {spec.name}",
+            schedule=spec.schedule.monitor,
+            start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+            catchup=False,
+            max_active_runs=3,
+            tags=["hybrid-mlops", "monitor", spec.name],
+            doc_md=__doc__,
+        ) as dag:
+            wait = S3KeySensor(
+                task_id="wait_for_capture",
+                bucket_name=settings.bucket(),
+                bucket_key=f"capture/{spec.name}/{WINDOW}/*.jsonl",
+                wildcard_match=True,
+                deferrable=True,
+                poke_interval=60,
+                timeout=capture_wait_seconds(),
+                soft_fail=True,
+                aws_conn_id=settings.aws_conn_id(),
+            )
+            report = DriftReportOperator(
+                task_id="drift_report",
+                model=spec.name,
+                bucket=settings.bucket(),
+                window_start="{{ data_interval_start.isoformat() }}",
+                drift_config=spec.drift.model_dump(),
+                model_package_group=spec.registry.model_package_group,
+                sns_topic=f"hybrid-mlops-drift-{spec.name}",
+                aws_conn_id=settings.aws_conn_id(),
+                region_name=settings.region(),
+                trigger_rule="none_failed",
+            )
+
+            @task(task_id="signal_drift", outlets=[asset])
+            def signal_drift(summary: dict, *, outlet_events=None):
+                """Emit the drift asset event (extra: report URI, violated features, window) on violations."""
+                from airflow.exceptions import AirflowSkipException
+
+                if not summary or not summary.get("violations"):
+                    raise AirflowSkipException(f"no violations in the window ({(summary or {}).get('status')})")
+                outlet_events[asset].extra = {
+                    "report_uri": summary["report_uri"],
+                    "violated_features": summary["violated_features"],
+                    "window_start": summary["window_start"],
+                    "window_end": summary["window_end"],
+                    "model_package_arn": summary.get("model_package_arn"),
+                }
+                return outlet_events[asset].extra
+
+            wait >> report
+            signal_drift(report.output)
+        dags.append(dag)
+    return dags

@@ -1,0 +1,75 @@
+"""Waits for a Model Monitor violations report in S3 (``constraint_violations.json``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from hybrid_mlops.hooks.drift import DriftHook
+
+
+class DriftReportTrigger(BaseTrigger):
+    """Polls an S3 prefix with the async client until a violations report appears, or a deadline passes.
+
+    Any producer's report counts: this project's monitor (``monitoring/<model>/...``) or a SageMaker
+    Model Monitor schedule (``<output prefix>/<endpoint>/<schedule>/<yyyy>/<mm>/<dd>/<hh>/``).
+
+    .. seealso:: https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html
+
+    :param bucket: bucket of the reports.
+    :param prefix: key prefix to search.
+    :param start_after_key: only keys sorting after this one count (reports of earlier windows).
+    :param require_violations: only reports with at least one violation count.
+    :param deadline: epoch seconds after which the trigger reports a timeout.
+    :param poke_interval: seconds between listings.
+    :param aws_conn_id: Airflow AWS connection.
+    :param region_name: AWS region.
+    """
+
+    def __init__(self, *, bucket: str, prefix: str, start_after_key: str = "", require_violations: bool = True,
+                 deadline: float, poke_interval: float = 60.0, aws_conn_id: str | None = "aws_default",
+                 region_name: str | None = None):
+        super().__init__()
+        self.bucket = bucket
+        self.prefix = prefix
+        self.start_after_key = start_after_key
+        self.require_violations = require_violations
+        self.deadline = deadline
+        self.poke_interval = poke_interval
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"bucket": self.bucket, "prefix": self.prefix, "start_after_key": self.start_after_key,
+             "require_violations": self.require_violations, "deadline": self.deadline,
+             "poke_interval": self.poke_interval, "aws_conn_id": self.aws_conn_id, "region_name": self.region_name},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = DriftHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        location = f"s3://{self.bucket}/{self.prefix}"
+        try:
+            async with await hook.get_async_conn() as client:
+                while True:
+                    reports = await hook.find_violation_reports_async(
+                        client, self.bucket, self.prefix, start_after_key=self.start_after_key,
+                        require_violations=self.require_violations)
+                    if reports:
+                        last = reports[-1]
+                        yield TriggerEvent({"status": "success", "message": f"violations report at s3://{self.bucket}/{last['key']}",
+                                            "report_uri": f"s3://{self.bucket}/{last['key']}",
+                                            "violations": last["violations"], "reports": len(reports)})
+                        return
+                    if time.time() >= self.deadline:
+                        yield TriggerEvent({"status": "timeout", "report_uri": None,
+                                            "message": f"no violations report under {location} before the deadline"})
+                        return
+                    await asyncio.sleep(max(min(self.poke_interval, self.deadline - time.time()), 0.05))
+        except Exception as err:  # one event, never a crash of the triggerer
+            yield TriggerEvent({"status": "error", "report_uri": None, "message": f"{type(err).__name__}: {err}"})
