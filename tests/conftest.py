@@ -77,3 +77,38 @@ def spec():
 def artifacts_dir():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+def train_locally(workdir: Path, *, rows: int = 20000, epochs: int = 2, extra_args: tuple = (), env=None):
+    """Run the real training entry point (training env) on generated data; returns (dir, log)."""
+    import io
+    import subprocess
+    import tarfile
+
+    from hybrid_mlops.data.generator import generate, write_parquet
+    from hybrid_mlops.training_bundle import build_source_bundle
+
+    code = workdir / "code"
+    if not code.exists():
+        tarfile.open(fileobj=io.BytesIO(build_source_bundle("include/training"))).extractall(code, filter="data")
+        for name, n, seed in (("train", rows, 11), ("validation", rows // 4, 12)):
+            (workdir / name).mkdir(parents=True, exist_ok=True)
+            write_parquet(generate(n, seed=seed), workdir / name / "part-0.parquet")
+    cmd = [str(ROOT / ".venv-train" / "bin" / "python"), "train.py", "--epochs", str(epochs),
+           "--batch-size", "256", "--learning-rate", "0.003", *extra_args]
+    full_env = {
+        "PATH": os.environ["PATH"], "SM_MODEL_DIR": str(workdir / "model"),
+        "SM_CHANNEL_TRAIN": str(workdir / "train"), "SM_CHANNEL_VALIDATION": str(workdir / "validation"),
+        "SM_CHECKPOINT_DIR": str(workdir / "checkpoints"), "SM_OUTPUT_DATA_DIR": str(workdir / "output"),
+        **(env or {}),
+    }
+    proc = subprocess.run(cmd, cwd=code, env=full_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return workdir / "model", proc.stdout
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory) -> Path:
+    """A real model directory (what ``model.tar.gz`` holds) from a short run of the training entry point."""
+    model_dir, _ = train_locally(tmp_path_factory.mktemp("trained"))
+    return model_dir
