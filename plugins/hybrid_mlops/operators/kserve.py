@@ -267,7 +267,7 @@ class DeployInferenceServiceOperator(BaseOperator):
     def _smoke_test(self, url: str | None) -> str | None:
         if not url:
             return "the InferenceService reports no URL"
-        body = smoke.v2_request(self.smoke_rows)
+        body = smoke.v2_request(self.smoke_rows, style=smoke.style_for(self.serving_spec.runtime))
         try:
             answer = self.hook.infer_v2(url, self.name, body)
         except RuntimeError as err:

@@ -1,8 +1,14 @@
 """The smoke test a new model version must pass before it takes traffic (pure functions, no I/O).
 
-A few synthetic transactions go out as an Open Inference Protocol (v2) request with the trained
-model's tensors: ``numeric`` [N, 7] FP32 (NaN allowed) and ``categorical`` [N, 3] INT64 category
-codes (-1 = unknown). The answer must carry one fraud probability in [0, 1] per row.
+A few synthetic transactions go out as an Open Inference Protocol (v2) request, shaped for the
+runtime that serves them:
+
+``columns`` (the project's predictor)
+    one input per feature, shape [N]: numeric features FP32, categorical features BYTES (strings);
+``tensors`` (Triton, which runs the ONNX graph as is)
+    ``numeric`` [N, 7] FP32 and ``categorical`` [N, 3] INT64 category codes (-1 = unknown).
+
+The answer must carry one fraud probability in [0, 1] per row, as output ``probability``.
 
 .. seealso::
     Open Inference Protocol, REST: https://kserve.github.io/website/docs/concepts/architecture/data-plane/v2-protocol
@@ -15,11 +21,30 @@ import math
 OUTPUT = "probability"
 
 
-def v2_request(rows: int = 8, seed: int = 11) -> dict:
+STYLES = ("columns", "tensors")
+
+
+def style_for(runtime: str) -> str:
+    """The request style of a ``serving.runtime``."""
+    return "tensors" if runtime == "triton" else "columns"
+
+
+def v2_request(rows: int = 8, seed: int = 11, style: str = "columns") -> dict:
     """A v2 ``InferRequest`` body with ``rows`` synthetic transactions."""
     from hybrid_mlops.data.generator import CATEGORICAL_FEATURES, NUMERIC_FEATURES, generate
 
+    if style not in STYLES:
+        raise ValueError(f"style={style!r} must be one of {STYLES}")
     cols = generate(rows, seed=seed)
+    if style == "columns":
+        inputs = [
+            {"name": f, "shape": [rows], "datatype": "FP32", "data": [float(x) for x in cols[f]]}
+            for f in NUMERIC_FEATURES
+        ] + [
+            {"name": f, "shape": [rows], "datatype": "BYTES", "data": [str(x) for x in cols[f]]}
+            for f in CATEGORICAL_FEATURES
+        ]
+        return {"id": "smoke-test", "inputs": inputs}
     numeric = [float(cols[f][i]) for i in range(rows) for f in NUMERIC_FEATURES]
     categorical = [
         list(values).index(cols[f][i]) if cols[f][i] in values else -1

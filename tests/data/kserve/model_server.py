@@ -33,6 +33,7 @@ class TinyV2Server:
                     data, code = {"error": "model fraud-detection failed to load: bad weights"}, 500
                 else:
                     rows = body["inputs"][0]["shape"][0]
+                    outer.last_request = body
                     data, code = {"model_name": outer.model, "id": body.get("id", "x"), "outputs": [
                         {"name": "probability", "shape": [rows], "datatype": "FP32", "data": [0.1] * rows}]}, 200
                 raw = json.dumps(data).encode()
