@@ -114,7 +114,7 @@ def training_config(spec: ModelSpec, prepared: dict, context) -> dict:
 
 def evaluate(spec: ModelSpec, training: dict, prepared: dict, context) -> dict:
     """Evaluation and baseline out of ``model.tar.gz``, published beside it as ``ModelMetrics``."""
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
 
     from hybrid_mlops.drift.cooldown import lineage_metadata
     from hybrid_mlops.hooks.artifacts import ModelArtifactHook

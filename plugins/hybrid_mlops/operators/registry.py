@@ -81,7 +81,7 @@ class RegisterModelVersionOperator(AwsBaseOperator[ModelRegistryHook]):
         self.realtime_instance_types = list(realtime_instance_types)
 
     def execute(self, context: Context) -> dict:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         if RUN_KEY not in self.customer_metadata:
             raise AirflowFailException(f"customer_metadata must include {RUN_KEY!r} (the idempotency key)")
