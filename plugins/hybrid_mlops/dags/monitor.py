@@ -1,6 +1,6 @@
 """``monitor_<model>``: hourly drift and model-quality reports of the served model.
 
-    wait_for_capture (deferrable S3KeySensor; soft-fails after the grace period: an empty window
+    wait_for_capture (deferrable CaptureWindowSensor; soft-fails after the grace period: an empty window
     still gets its report) -> drift_report (DriftReportOperator) -> signal_drift (Asset event on
     ``drift_asset_uri(model)`` when the window has violations; skipped otherwise)
 
@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk import DAG, Asset, task
 
 from hybrid_mlops import settings
 from hybrid_mlops.assets import drift_asset_uri
 from hybrid_mlops.operators.drift import DriftReportOperator
+from hybrid_mlops.sensors.drift import CaptureWindowSensor
 
 WINDOW = "{{ data_interval_start.strftime('%Y/%m/%d/%H') }}"
 
@@ -43,11 +43,10 @@ def build(specs) -> list[DAG]:
             tags=["hybrid-mlops", "monitor", spec.name],
             doc_md=__doc__,
         ) as dag:
-            wait = S3KeySensor(
+            wait = CaptureWindowSensor(
                 task_id="wait_for_capture",
-                bucket_name=settings.bucket(),
-                bucket_key=f"capture/{spec.name}/{WINDOW}/*.jsonl",
-                wildcard_match=True,
+                bucket=settings.bucket(),
+                prefix=f"capture/{spec.name}/{WINDOW}/",
                 deferrable=True,
                 poke_interval=60,
                 timeout=capture_wait_seconds(),

@@ -37,6 +37,13 @@ class DriftHook(S3Hook):
 
     METRIC_NAMESPACE = "hybrid-mlops/data-metrics"
 
+    def client(self, service: str):
+        """A boto3 client of another service with this hook's connection (SageMaker, CloudWatch, SNS)."""
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(aws_conn_id=self.aws_conn_id, region_name=self.conn_region_name,
+                           client_type=service).get_conn()
+
     # ------------------------------------------------------------------------------ DuckDB over S3
     def endpoint_url(self) -> str | None:
         url = getattr(self.conn_config, "endpoint_url", None)
@@ -182,7 +189,7 @@ class DriftHook(S3Hook):
     # ------------------------------------------------------------------------------ registry, artifacts
     def latest_approved_package(self, group: str) -> dict | None:
         """``describe_model_package`` of the newest Approved version of a package group, or None."""
-        sm = self.get_client_type("sagemaker")
+        sm = self.client("sagemaker")
         listed = sm.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="Approved",
                                         SortBy="CreationTime", SortOrder="Descending", MaxResults=1)
         summaries = listed.get("ModelPackageSummaryList") or []
@@ -216,7 +223,7 @@ class DriftHook(S3Hook):
     # ------------------------------------------------------------------------------ signals
     def put_drift_metrics(self, model: str, metrics: list[dict], timestamp) -> int:
         """PutMetricData: ``metrics`` = ``[{"feature", "metric", "value"}]`` (dimensions Model, Feature)."""
-        cw = self.get_client_type("cloudwatch")
+        cw = self.client("cloudwatch")
         data = [
             {"MetricName": m["metric"], "Dimensions": [{"Name": "Model", "Value": model},
                                                        {"Name": "Feature", "Value": m["feature"]}],
@@ -229,29 +236,32 @@ class DriftHook(S3Hook):
 
     def publish_violations(self, topic: str, subject: str, message: dict) -> str:
         """Publish to an SNS topic (an ARN, or a name created idempotently); returns the MessageId."""
-        sns = self.get_client_type("sns")
+        sns = self.client("sns")
         arn = topic if topic.startswith("arn:") else sns.create_topic(Name=topic)["TopicArn"]
         return sns.publish(TopicArn=arn, Subject=subject[:100], Message=json.dumps(message, default=str))["MessageId"]
 
-    # ------------------------------------------------------------------------------ async (triggers)
-    async def find_violation_reports_async(self, client, bucket: str, prefix: str, *,
-                                           start_after_key: str = "", require_violations: bool = True) -> list[dict]:
-        """``constraint_violations.json`` objects under a prefix (newest last), with their violations."""
+    # ------------------------------------------------------------------------------ report discovery
+    def find_reports(self, bucket: str, prefix: str, *, suffix: str = "constraint_violations.json",
+                     start_after_key: str = "", require_violations: bool = True) -> list[dict]:
+        """Objects under a prefix whose key ends with ``suffix`` (sorted by key, newest window last).
+
+        With ``require_violations`` each is read as ``constraint_violations.json`` and only those with
+        at least one violation are kept.
+        """
         found = []
-        paginator = client.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        paginator = self.get_conn().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []) or []:
                 key = obj["Key"]
-                if not key.endswith("constraint_violations.json") or key <= start_after_key:
+                if not key.endswith(suffix) or key <= start_after_key:
                     continue
-                resp = await client.get_object(Bucket=bucket, Key=key)
-                async with resp["Body"] as stream:
-                    raw = await stream.read()
-                try:
-                    violations = json.loads(raw).get("violations") or []
-                except ValueError:
-                    continue
-                if violations or not require_violations:
-                    found.append({"key": key, "violations": violations,
-                                  "last_modified": obj["LastModified"].isoformat()})
+                violations: list = []
+                if require_violations:
+                    try:
+                        violations = json.loads(self.read_key(key, bucket)).get("violations") or []
+                    except (ValueError, AttributeError):
+                        continue
+                    if not violations:
+                        continue
+                found.append({"key": key, "violations": violations, "last_modified": obj["LastModified"].isoformat()})
         return sorted(found, key=lambda r: r["key"])

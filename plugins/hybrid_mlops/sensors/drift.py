@@ -45,20 +45,14 @@ class DriftReportSensor(BaseSensorOperator):
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
 
-    def _find(self) -> dict | None:
-        import asyncio
+    suffix = "constraint_violations.json"
 
+    def _find(self) -> dict | None:
         from hybrid_mlops.hooks.drift import DriftHook
 
         hook = DriftHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-
-        async def find():
-            async with await hook.get_async_conn() as client:
-                return await hook.find_violation_reports_async(
-                    client, self.bucket, self.prefix, start_after_key=self.start_after_key,
-                    require_violations=self.require_violations)
-
-        reports = asyncio.run(find())
+        reports = hook.find_reports(self.bucket, self.prefix, suffix=self.suffix, start_after_key=self.start_after_key,
+                                    require_violations=self.require_violations)
         if not reports:
             return None
         return {"report_uri": f"s3://{self.bucket}/{reports[-1]['key']}", "violations": reports[-1]["violations"]}
@@ -77,7 +71,7 @@ class DriftReportSensor(BaseSensorOperator):
             return found
         self.defer(
             trigger=DriftReportTrigger(
-                bucket=self.bucket, prefix=self.prefix, start_after_key=self.start_after_key,
+                bucket=self.bucket, prefix=self.prefix, suffix=self.suffix, start_after_key=self.start_after_key,
                 require_violations=self.require_violations, deadline=time.time() + float(self.timeout),
                 poke_interval=float(self.poke_interval), aws_conn_id=self.aws_conn_id, region_name=self.region_name),
             method_name="execute_complete",
@@ -95,3 +89,21 @@ class DriftReportSensor(BaseSensorOperator):
                 raise AirflowSkipException(event["message"])
             raise AirflowSensorTimeout(event["message"])
         raise AirflowException(f"DriftReportSensor: {event['message']}")
+
+
+class CaptureWindowSensor(DriftReportSensor):
+    """Waits for the first capture file (``*.jsonl``) of a window under ``capture/<model>/<yyyy>/<mm>/<dd>/<hh>/``.
+
+    Same deferrable wait as :class:`DriftReportSensor`; returns ``{"report_uri": <first file>}``.
+
+    .. seealso:: https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html
+
+    :param bucket: artifacts bucket (templated).
+    :param prefix: the window's capture prefix (templated).
+    """
+
+    suffix = ".jsonl"
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("require_violations", False)
+        super().__init__(**kwargs)

@@ -13,7 +13,11 @@ from hybrid_mlops.hooks.drift import DriftHook
 
 
 class DriftReportTrigger(BaseTrigger):
-    """Polls an S3 prefix with the async client until a violations report appears, or a deadline passes.
+    """Polls an S3 prefix until a violations report (or any key with ``suffix``) appears, or a deadline passes.
+
+    The listing runs off the event loop (``asyncio.to_thread``) and the wait is ``asyncio.sleep``:
+    the provider's aiobotocore client cannot be installed beside this project's boto3 pin (aiobotocore
+    pins an older botocore), so the trigger keeps the triggerer's loop free this way instead.
 
     Any producer's report counts: this project's monitor (``monitoring/<model>/...``) or a SageMaker
     Model Monitor schedule (``<output prefix>/<endpoint>/<schedule>/<yyyy>/<mm>/<dd>/<hh>/``).
@@ -22,6 +26,7 @@ class DriftReportTrigger(BaseTrigger):
 
     :param bucket: bucket of the reports.
     :param prefix: key prefix to search.
+    :param suffix: what a matching key ends with.
     :param start_after_key: only keys sorting after this one count (reports of earlier windows).
     :param require_violations: only reports with at least one violation count.
     :param deadline: epoch seconds after which the trigger reports a timeout.
@@ -30,12 +35,13 @@ class DriftReportTrigger(BaseTrigger):
     :param region_name: AWS region.
     """
 
-    def __init__(self, *, bucket: str, prefix: str, start_after_key: str = "", require_violations: bool = True,
+    def __init__(self, *, bucket: str, prefix: str, suffix: str = "constraint_violations.json", start_after_key: str = "", require_violations: bool = True,
                  deadline: float, poke_interval: float = 60.0, aws_conn_id: str | None = "aws_default",
                  region_name: str | None = None):
         super().__init__()
         self.bucket = bucket
         self.prefix = prefix
+        self.suffix = suffix
         self.start_after_key = start_after_key
         self.require_violations = require_violations
         self.deadline = deadline
@@ -46,7 +52,7 @@ class DriftReportTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"bucket": self.bucket, "prefix": self.prefix, "start_after_key": self.start_after_key,
+            {"bucket": self.bucket, "prefix": self.prefix, "suffix": self.suffix, "start_after_key": self.start_after_key,
              "require_violations": self.require_violations, "deadline": self.deadline,
              "poke_interval": self.poke_interval, "aws_conn_id": self.aws_conn_id, "region_name": self.region_name},
         )
@@ -55,21 +61,20 @@ class DriftReportTrigger(BaseTrigger):
         hook = DriftHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         location = f"s3://{self.bucket}/{self.prefix}"
         try:
-            async with await hook.get_async_conn() as client:
-                while True:
-                    reports = await hook.find_violation_reports_async(
-                        client, self.bucket, self.prefix, start_after_key=self.start_after_key,
-                        require_violations=self.require_violations)
-                    if reports:
-                        last = reports[-1]
-                        yield TriggerEvent({"status": "success", "message": f"violations report at s3://{self.bucket}/{last['key']}",
-                                            "report_uri": f"s3://{self.bucket}/{last['key']}",
-                                            "violations": last["violations"], "reports": len(reports)})
-                        return
-                    if time.time() >= self.deadline:
-                        yield TriggerEvent({"status": "timeout", "report_uri": None,
-                                            "message": f"no violations report under {location} before the deadline"})
-                        return
-                    await asyncio.sleep(max(min(self.poke_interval, self.deadline - time.time()), 0.05))
+            while True:
+                reports = await asyncio.to_thread(
+                    hook.find_reports, self.bucket, self.prefix, suffix=self.suffix,
+                    start_after_key=self.start_after_key, require_violations=self.require_violations)
+                if reports:
+                    last = reports[-1]
+                    yield TriggerEvent({"status": "success", "message": f"found s3://{self.bucket}/{last['key']}",
+                                        "report_uri": f"s3://{self.bucket}/{last['key']}",
+                                        "violations": last["violations"], "reports": len(reports)})
+                    return
+                if time.time() >= self.deadline:
+                    yield TriggerEvent({"status": "timeout", "report_uri": None,
+                                        "message": f"nothing matching *{self.suffix} under {location} before the deadline"})
+                    return
+                await asyncio.sleep(max(min(self.poke_interval, self.deadline - time.time()), 0.05))
         except Exception as err:  # one event, never a crash of the triggerer
             yield TriggerEvent({"status": "error", "report_uri": None, "message": f"{type(err).__name__}: {err}"})
