@@ -9,7 +9,7 @@ import os
 import threading
 
 import pytest
-from airflow.exceptions import AirflowException, TaskDeferred
+from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
 from data.kserve.cluster import FakeCluster, failed_status, ready_status
 from data.kserve.model_server import TinyV2Server

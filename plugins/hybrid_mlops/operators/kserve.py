@@ -16,16 +16,17 @@ import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.sdk import BaseOperator
 
-from hybrid_mlops.hooks.kserve import KServeHook, eks_kube_config
 from hybrid_mlops.links.kserve import InferenceServiceLink
 from hybrid_mlops.serving import manifest as m
 from hybrid_mlops.serving import smoke
-from hybrid_mlops.triggers.kserve import InferenceServiceReadyTrigger
+
+if TYPE_CHECKING:
+    from hybrid_mlops.hooks.kserve import KServeHook
 
 PHASE_CANARY = "canary"
 PHASE_FULL = "full"
@@ -128,6 +129,8 @@ class DeployInferenceServiceOperator(BaseOperator):
         """The EKS kube config (exec token) when no Kubernetes connection is named."""
         if self.kubernetes_conn_id:
             return None
+        from hybrid_mlops.hooks.kserve import eks_kube_config
+
         cluster = self.cluster_name.format(region=self.region)
         return eks_kube_config(cluster, self.region, self.aws_conn_id)
 
@@ -139,6 +142,8 @@ class DeployInferenceServiceOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> KServeHook:
+        from hybrid_mlops.hooks.kserve import KServeHook
+
         return KServeHook(kubernetes_conn_id=self.conn_id, config_dict=self.kube_config)
 
     @property
@@ -180,6 +185,8 @@ class DeployInferenceServiceOperator(BaseOperator):
             raise AirflowFailException(str(err)) from None
 
     def _wait(self, context, phase: str, ref: m.ModelRef, previous: m.ModelRef | None):
+        from hybrid_mlops.triggers.kserve import InferenceServiceReadyTrigger
+
         trigger = InferenceServiceReadyTrigger(
             name=self.name,
             namespace=self.namespace,
@@ -202,6 +209,8 @@ class DeployInferenceServiceOperator(BaseOperator):
     # -- the steps ------------------------------------------------------------------------------------
 
     def execute(self, context):
+        from hybrid_mlops.hooks.kserve import KServeHook
+
         ref = self._ref()
         live = self.hook.get_inference_service(self.name, self.namespace)
         served, rollback_to = m.served_ref(live), m.previous_ref(live)
@@ -267,12 +276,9 @@ class DeployInferenceServiceOperator(BaseOperator):
     def _smoke_test(self, url: str | None) -> str | None:
         if not url:
             return "the InferenceService reports no URL"
-        body = smoke.v2_request(self.smoke_rows, style=smoke.style_for(self.serving_spec.runtime))
-        try:
-            answer = self.hook.infer_v2(url, self.name, body)
-        except RuntimeError as err:
-            return str(err)
-        return smoke.response_problem(answer, self.smoke_rows)
+        from hybrid_mlops.hooks.kserve import smoke_test
+
+        return smoke_test(url, self.name, rows=self.smoke_rows, style=smoke.style_for(self.serving_spec.runtime))
 
     def _fail(self, where: str, new: m.ModelRef, old: m.ModelRef | None, reason: str):
         """Roll back to ``old`` (restore its storageUri, drop the canary), then fail with ``reason``."""
@@ -289,6 +295,8 @@ class DeployInferenceServiceOperator(BaseOperator):
         )
 
     def _result(self, live: dict | None, ref: m.ModelRef, outcome: str) -> dict:
+        from hybrid_mlops.hooks.kserve import KServeHook
+
         urls = KServeHook.urls(live) if live else {}
         return {
             "region": self.region,

@@ -9,7 +9,6 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from hybrid_mlops.hooks.kserve import AsyncKServeHook, KServeHook
 
 
 class InferenceServiceReadyTrigger(BaseTrigger):
@@ -60,6 +59,8 @@ class InferenceServiceReadyTrigger(BaseTrigger):
         )
 
     def _event(self, status: str, message: str, isvc: dict | None) -> TriggerEvent:
+        from hybrid_mlops.hooks.kserve import KServeHook
+
         return TriggerEvent(
             {
                 "status": status,
@@ -71,6 +72,8 @@ class InferenceServiceReadyTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from hybrid_mlops.hooks.kserve import AsyncKServeHook, KServeHook
+
         hook = AsyncKServeHook(kubernetes_conn_id=self.kubernetes_conn_id, config_dict=self.config_dict)
         deadline = time.monotonic() + self.timeout
         message = "not polled yet"

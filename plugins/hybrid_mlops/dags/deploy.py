@@ -1,0 +1,224 @@
+"""Deploy tasks and the ``deploy_<model>`` DAG (redeploy or roll back a chosen version from the UI).
+
+:func:`deploy_tasks` adds the deploy step to whichever DAG is open (the retrain DAG calls it after its
+approval gate) and returns its first and last task::
+
+    resolve_model_package ─┬─ aws:   deploy_kserve[region] (mapped over serving.regions)
+                           └─ local: serve_locally (predictor behind the local front door)
+                                     └─ record_deployment (registry metadata + asset event)
+
+On ``aws`` each mapped task rolls the version out to ``serving.cluster_name`` in its region (canary,
+smoke test, promote or roll back: :class:`~hybrid_mlops.operators.kserve.DeployInferenceServiceOperator`).
+``HYBRID_MLOPS_KUBERNETES_CONN_ID`` (e.g. ``kserve_{region}``) names Kubernetes connections to use
+instead of EKS. Nothing here creates a client or reads anything but the spec at parse time.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from airflow.sdk import DAG, Asset, Param, task
+
+from hybrid_mlops import settings
+from hybrid_mlops.assets import deployed_asset_uri
+from hybrid_mlops.specs.model import ModelSpec
+
+LATEST = "latest-approved"
+
+
+def _params(spec: ModelSpec) -> dict:
+    return {
+        "version": Param(
+            LATEST, type="string", pattern=rf"^({LATEST}|[0-9]+)$",
+            description=f"Model package version to serve, or {LATEST!r} (the newest Approved one). "
+                        "An older number rolls back to it.",
+        ),
+        "regions": Param(
+            list(spec.serving.regions), type="array", minItems=1,
+            items={"type": "string", "enum": list(spec.serving.regions)},
+            description="Regions whose InferenceService to update (aws target; local serves one place).",
+        ),
+        "canary": Param(
+            True, type="boolean",
+            description=f"Send {spec.serving.canary_traffic_percent} % of the traffic to the version first, "
+                        "smoke-test it, then promote (off: switch at once, still smoke-tested).",
+        ),
+    }
+
+
+def build(specs: list[ModelSpec]) -> list[DAG]:
+    return [_build_one(spec.model_copy(deep=True)) for spec in specs]
+
+
+def _build_one(spec: ModelSpec) -> DAG:
+    with DAG(
+        dag_id=f"deploy_{spec.dag_suffix}",
+        description=f"Deploy, redeploy or roll back {spec.name} (KServe on EKS, or the local server)",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        params=_params(spec),
+        tags=["hybrid-mlops", spec.name, "deploy", f"team:{spec.team}"],
+        doc_md=__doc__,
+    ) as dag:
+        deploy_tasks(spec, version="{{ params.version }}", regions="params", canary="{{ params.canary }}")
+    return dag
+
+
+def deploy_tasks(spec: ModelSpec, *, version: str = LATEST, regions: list[str] | str | None = None,
+                 canary: bool | str = True):
+    """Create the deploy tasks for the current target inside the open DAG; returns ``(first, last)``.
+
+    :param spec: the model spec.
+    :param version: ``"latest-approved"`` or a version number (may be a Jinja template).
+    :param regions: regions to deploy to: ``None`` for all of ``serving.regions``, ``"params"`` to read
+        them from the run's ``regions`` param at run time, or a list.
+    :param canary: canary first (may be a Jinja template).
+    """
+    package = _resolve_task(spec)(version)
+    if settings.is_local():
+        result = _serve_locally_task(spec)(package)
+        served = result
+    else:
+        from hybrid_mlops.operators.kserve import DeployInferenceServiceOperator
+
+        if regions == "params":
+            region_list = _regions_task(spec)()
+            package >> region_list
+        else:
+            region_list = list(regions or spec.serving.regions)
+        served = DeployInferenceServiceOperator.partial(
+            task_id="deploy_kserve",
+            model_name=spec.name,
+            serving=spec.serving.model_dump(mode="json"),
+            package=package,
+            canary=canary,
+            kubernetes_conn_id=os.environ.get("HYBRID_MLOPS_KUBERNETES_CONN_ID") or None,
+            cluster_name=spec.serving.cluster_name,
+            aws_conn_id=settings.aws_conn_id(),
+            extra_labels=spec.cost_tags(),
+            timeout=spec.serving.ready_timeout_seconds,
+            deferrable=True,
+            map_index_template="{{ task.region }}",
+        ).expand(region=region_list)
+        result = served.output
+    record = _record_task(spec)(package, result)
+    return package.operator, record.operator
+
+
+def _resolve_task(spec: ModelSpec):
+    @task(task_id="resolve_model_package")
+    def resolve_model_package(version: str) -> dict:
+        """The package to serve: the newest Approved one, or the Approved version asked for."""
+        from airflow.exceptions import AirflowFailException
+
+        from hybrid_mlops.hooks.registry import ModelRegistryHook
+        from hybrid_mlops.serving.manifest import ModelRef
+
+        group = spec.registry.model_package_group
+        hook = ModelRegistryHook(aws_conn_id=settings.aws_conn_id(), region_name=settings.region())
+        wanted = str(version).strip() or LATEST
+        if wanted == LATEST:
+            package = hook.latest_package(group, status="Approved")
+            if package is None:
+                raise AirflowFailException(
+                    f"model package group {group!r} has no Approved version; approve one "
+                    f"(retrain_{spec.dag_suffix}, or the registry) or pass a version number"
+                )
+        else:
+            if not wanted.isdigit():
+                raise AirflowFailException(f"version={wanted!r} must be {LATEST!r} or a version number")
+            package = hook.package_by_version(group, int(wanted))
+            if package is None:
+                raise AirflowFailException(f"model package group {group!r} has no version {wanted}")
+            if package.get("ModelApprovalStatus") != "Approved":
+                raise AirflowFailException(
+                    f"{group} version {wanted} is {package.get('ModelApprovalStatus')}; only Approved "
+                    "versions are served: approve it in the registry first"
+                )
+        ref = ModelRef.from_package(package)
+        print(f"Serving {group} version {ref.version}: {ref.package_arn} ({ref.storage_uri})")
+        return ref.to_dict()
+
+    return resolve_model_package
+
+
+def _regions_task(spec: ModelSpec):
+    @task(task_id="choose_regions")
+    def choose_regions(**context) -> list[str]:
+        """The run's ``regions`` param, checked against the spec."""
+        from airflow.exceptions import AirflowFailException
+
+        chosen = list(dict.fromkeys(context["params"].get("regions") or spec.serving.regions))
+        unknown = sorted(set(chosen) - set(spec.serving.regions))
+        if unknown:
+            raise AirflowFailException(
+                f"regions {unknown} are not in serving.regions {list(spec.serving.regions)} of {spec.name}"
+            )
+        return chosen
+
+    return choose_regions
+
+
+def _serve_locally_task(spec: ModelSpec):
+    @task(task_id="serve_locally")
+    def serve_locally(package: dict) -> dict:
+        """Start the version's predictor on 127.0.0.1, smoke-test it, swap it in behind the front door."""
+        from hybrid_mlops.hooks.kserve import smoke_test
+        from hybrid_mlops.local.serving import LocalServing, s3_fetch
+
+        serving = LocalServing(
+            spec.name, capture_bucket=settings.bucket(), ready_timeout=spec.serving.ready_timeout_seconds
+        )
+        result = serving.deploy(
+            int(package["version"]), package["storage_uri"], package_arn=package["package_arn"],
+            fetch=s3_fetch(settings.aws_conn_id()),
+            smoke_test=lambda url: smoke_test(url, spec.name),
+        )
+        print(f"Version {result['version']} serves at {result['url']} ({result['outcome']})")
+        return result
+
+    return serve_locally
+
+
+def _record_task(spec: ModelSpec):
+    asset = Asset(deployed_asset_uri(spec.name))
+
+    @task(task_id="record_deployment", outlets=[asset])
+    def record_deployment(package: dict, results, **context) -> dict:
+        """Registry metadata (deployed_regions, deployed_at) and a ``deployed`` asset event.
+
+        Skipped (no event) when every region already served this version and the registry says so.
+        """
+        from airflow.exceptions import AirflowSkipException
+
+        from hybrid_mlops.hooks.registry import ModelRegistryHook
+
+        results = [results] if isinstance(results, dict) else [r for r in results if r]
+        regions = sorted({r["region"] for r in results})
+        hook = ModelRegistryHook(aws_conn_id=settings.aws_conn_id(), region_name=settings.region())
+        arn = package["package_arn"]
+        props = hook.describe_package(arn).get("CustomerMetadataProperties") or {}
+        known = {r for r in props.get("deployed_regions", "").split(",") if r}
+        if all(r["outcome"] == "unchanged" for r in results) and set(regions) <= known:
+            raise AirflowSkipException(f"version {package['version']} already served in {regions}: nothing to record")
+        deployed_at = datetime.now().astimezone().isoformat(timespec="seconds")
+        hook.update_metadata(arn, {
+            "deployed_regions": ",".join(sorted(known | set(regions))),
+            "deployed_at": deployed_at,
+            "deployed_target": settings.target(),
+        })
+        extra = {
+            "version": int(package["version"]),
+            "package_arn": arn,
+            "storage_uri": package["storage_uri"],
+            "regions": regions,
+            "urls": {r["region"]: r.get("url") for r in results},
+            "deployed_at": deployed_at,
+        }
+        context["outlet_events"][asset].extra = extra
+        return extra
+
+    return record_deployment
