@@ -1,0 +1,144 @@
+"""Drift throughput, side by side on the same Parquet data: this project's engine, scipy, Evidently.
+
+    .venv/bin/python bench/drift.py [--rows 1000000] [--numeric 30] [--evidently-rows 200000]
+
+Data: baseline and window of ``--rows`` rows each, ``--numeric`` float64 columns (half of them
+shifted in the window) plus 3 categorical columns, written as Parquet. Every contender starts from
+the Parquet files. The engine runs on one core (``OMP_NUM_THREADS=1``, single-threaded numpy).
+Evidently (``DataDriftPreset``) runs in its own env, ``.venv-bench`` (built here with ``.tools/bin/uv``
+from ``bench/requirements-drift.txt``), on ``--evidently-rows`` rows per side when that is smaller,
+which the output says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+CATS = {"merchant_category": 8, "channel": 4, "country": 8}
+
+EVIDENTLY_SCRIPT = r"""
+import json, sys, time
+import pandas as pd
+t0 = time.perf_counter()
+ref = pd.read_parquet(sys.argv[1]).head(int(sys.argv[3]))
+cur = pd.read_parquet(sys.argv[2]).head(int(sys.argv[3]))
+from evidently import Report
+from evidently.presets import DataDriftPreset
+report = Report([DataDriftPreset()])
+snap = report.run(reference_data=ref, current_data=cur)
+json.dumps(snap.dict(), default=str)
+print(json.dumps({"seconds": time.perf_counter() - t0, "rows": len(ref), "cols": ref.shape[1]}))
+"""
+
+
+def make_data(path: Path, rows: int, numeric: int, shifted: bool, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    cols = {}
+    for i in range(numeric):
+        x = rng.lognormal(1.0 + 0.05 * i, 0.6, rows) if i % 2 else rng.normal(i, 1 + i / 10, rows)
+        if shifted and i % 2 == 0:
+            x = x + 0.1 * x.std()
+        cols[f"f{i:02d}"] = x
+    for name, k in CATS.items():
+        p = np.arange(1, k + 1, dtype=float)[::-1]
+        codes = rng.choice(k, rows, p=p / p.sum())
+        cols[name] = pa.DictionaryArray.from_arrays(codes.astype(np.int32), [f"{name}_{j}" for j in range(k)]).cast(pa.string())
+    pq.write_table(pa.table(cols), path)
+
+
+def run_engine(ref_path: Path, cur_path: Path, numeric: list[str]) -> tuple[float, list]:
+    from hybrid_mlops.drift import engine
+
+    t0 = time.perf_counter()
+    ref_t, cur_t = pq.read_table(ref_path, use_threads=False), pq.read_table(cur_path, use_threads=False)
+    out = []
+    for name in numeric:
+        out.append(engine.numeric_drift(name, ref_t.column(name).to_numpy(), cur_t.column(name).to_numpy()))
+    for name in CATS:  # value counts in Arrow (dictionary-encode), then the 2 x K tests
+        def counts(t):
+            vc = t.column(name).combine_chunks().value_counts()
+            return dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
+        out.append(engine.categorical_drift_from_counts(name, counts(ref_t), counts(cur_t)))
+    return time.perf_counter() - t0, out
+
+
+def run_scipy(ref_path: Path, cur_path: Path, numeric: list[str]) -> tuple[float, list]:
+    import scipy.stats
+
+    t0 = time.perf_counter()
+    ref_t, cur_t = pq.read_table(ref_path, use_threads=False), pq.read_table(cur_path, use_threads=False)
+    out = [scipy.stats.ks_2samp(ref_t.column(n).to_numpy(), cur_t.column(n).to_numpy()) for n in numeric]
+    return time.perf_counter() - t0, out
+
+
+def bench_env() -> Path:
+    py = ROOT / ".venv-bench" / "bin" / "python"
+    if not py.exists():
+        uv = ROOT / ".tools" / "bin" / "uv"
+        subprocess.run([str(uv), "venv", "--quiet", "--python", "3.11", str(ROOT / ".venv-bench")], check=True)
+        subprocess.run([str(uv), "pip", "install", "--quiet", "--python", str(py), "-r",
+                        str(ROOT / "bench" / "requirements-drift.txt")], check=True)
+    return py
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--numeric", type=int, default=30)
+    ap.add_argument("--evidently-rows", type=int, default=200_000)
+    ap.add_argument("--skip-evidently", action="store_true")
+    args = ap.parse_args()
+    numeric = [f"f{i:02d}" for i in range(args.numeric)]
+    with tempfile.TemporaryDirectory() as tmp:
+        ref, cur = Path(tmp) / "baseline.parquet", Path(tmp) / "window.parquet"
+        make_data(ref, args.rows, args.numeric, False, 1)
+        make_data(cur, args.rows, args.numeric, True, 2)
+        values = 2 * args.rows * (args.numeric + len(CATS))
+        rows = []
+        t_engine, res = run_engine(ref, cur, numeric)
+        rows.append(("engine (KS+PSI+JS, chi2+Linf+JS)", args.rows, t_engine, values / t_engine))
+        t_scipy, sres = run_scipy(ref, cur, numeric)
+        scipy_values = 2 * args.rows * args.numeric
+        rows.append(("scipy ks_2samp loop (numeric only)", args.rows, t_scipy, scipy_values / t_scipy))
+        worst = max(max(abs(a.ks_statistic - b.statistic), abs(a.ks_pvalue - b.pvalue)) for a, b in zip(res, sres))
+        flagged = sorted(r.feature for r in res[: args.numeric] if r.ks_pvalue < 1e-3)
+        ev_note = ""
+        if not args.skip_evidently:
+            n_ev = min(args.rows, args.evidently_rows)
+            py = bench_env()
+            done = subprocess.run([str(py), "-c", EVIDENTLY_SCRIPT, str(ref), str(cur), str(n_ev)],
+                                  capture_output=True, text=True, check=True)
+            ev = json.loads(done.stdout.strip().splitlines()[-1])
+            ev_values = 2 * ev["rows"] * ev["cols"]
+            rows.append(("evidently DataDriftPreset", ev["rows"], ev["seconds"], ev_values / ev["seconds"]))
+            if n_ev < args.rows:
+                ev_note = f"(Evidently measured on the first {n_ev:,} rows per side to keep the run short)"
+    print(f"\nDrift throughput: {args.rows:,} baseline + {args.rows:,} window rows x {args.numeric} numeric "
+          f"+ {len(CATS)} categorical, from Parquet, one core for the engine")
+    print(f"{'contender':<38}{'rows/side':>12}{'seconds':>10}{'M values/s':>13}")
+    for name, n, secs, vps in rows:
+        print(f"{name:<38}{n:>12,}{secs:>10.2f}{vps / 1e6:>13.2f}")
+    print(f"engine vs scipy loop: {rows[0][3] / rows[1][3]:.1f}x")
+    if len(rows) > 2:
+        print(f"engine vs Evidently:  {rows[0][3] / rows[2][3]:.1f}x  {ev_note}")
+    print(f"max |engine - scipy| over KS statistic and p-value: {worst:.2e}; flagged (KS p<1e-3): {len(flagged)} "
+          f"of {args.numeric} (shifted: {len(numeric[::2])})")
+
+
+if __name__ == "__main__":
+    main()
