@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -61,8 +62,10 @@ class MotoServer:
         urllib.request.urlopen(req, timeout=10).read()
 
     def environ(self, region: str = "us-west-2") -> dict[str, str]:
-        """Environment that points boto3 (and so every Airflow AWS hook) at this server."""
-        return {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.url, "AWS_DEFAULT_REGION": region}
+        """Environment that points boto3 and Airflow's ``aws_default`` connection at this server."""
+        connection = {"conn_type": "aws", "extra": {"region_name": region, "endpoint_url": self.url}}
+        return {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.url, "AWS_DEFAULT_REGION": region,
+                "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection)}
 
     def apply_environ(self, region: str = "us-west-2") -> None:
         os.environ.update(self.environ(region))
