@@ -350,9 +350,9 @@ def chart_daily(doc: dict[str, Any]) -> str:
 
 
 def _hbars(chart_id: str, label: str, items: list[tuple[str, float, float | None, str]], color: str,
-           second: str | None = None) -> str:
+           second: str | None = None, w: int = 500) -> str:
     """Horizontal bars ``(label, value, optional backdrop value, right-hand text)``."""
-    w, row_h, left = 500, 30, 170
+    row_h, left = 30, 170 if w <= 500 else 240
     if not items:
         return (f'<svg class="chart" id="{chart_id}" role="img" aria-label="{_e(label)}: nothing to show" '
                 f'width="100%" viewBox="0 0 {w} 40"><text x="10" y="24">Nothing to show for this day</text></svg>')
@@ -360,10 +360,10 @@ def _hbars(chart_id: str, label: str, items: list[tuple[str, float, float | None
     h = row_h * len(items) + 10
     parts = [f'<svg class="chart" id="{chart_id}" role="img" aria-label="{_e(label)}" width="100%" '
              f'viewBox="0 0 {w} {h}">']
-    span = w - left - 120
+    span = w - left - (120 if w <= 500 else 180)
     for i, (name, value, backdrop, text) in enumerate(items):
         y = 6 + i * row_h
-        parts.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{_e(name[:26])}</text>')
+        parts.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{_e(name[:40])}</text>')
         if backdrop is not None and second:
             parts.append(f'<rect class="backdrop" x="{left}" y="{y + 3}" width="{span * backdrop / vmax:.1f}" '
                          f'height="18" rx="3" fill="{second}"><title>{_e(name)}: {money(backdrop)}</title></rect>')
@@ -437,7 +437,7 @@ def to_html(doc: dict[str, Any]) -> str:
     out.append('<section class="card"><h2>Training jobs: paid vs on-demand (spot savings)</h2>'
                f'<div class="legend"><span><i style="background:{COLORS["paid"]}"></i>paid</span>'
                f'<span><i style="background:{COLORS["saved"]}"></i>on-demand equivalent</span></div>'
-               + _hbars("chart-spot", "training cost paid vs on-demand", job_items, COLORS["paid"], COLORS["saved"])
+               + _hbars("chart-spot", "training cost paid vs on-demand", job_items, COLORS["paid"], COLORS["saved"], w=1040)
                + "</section>")
 
     rows = []

@@ -6,6 +6,7 @@ Each hook subclasses the Amazon provider's hook for its service and returns plai
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
@@ -74,8 +75,7 @@ class CostExplorerHook(AwsBaseHook):
             try:
                 page = self.conn.get_cost_and_usage(**args)
             except ClientError as err:
-                code = err.response.get("Error", {}).get("Code", "")
-                message = err.response.get("Error", {}).get("Message", str(err))
+                code, message = _error(err)
                 if code in ACCESS_DENIED:
                     raise CostExplorerAccessDenied(
                         f"Cost Explorer refused ce:GetCostAndUsage ({code}: {message}). Grant ce:GetCostAndUsage "
@@ -88,6 +88,20 @@ class CostExplorerHook(AwsBaseHook):
             token = page.get("NextPageToken")
             if not token:
                 return pages
+
+
+def _error(err: ClientError) -> tuple[str, str]:
+    """Code and message of an AWS error, also when an endpoint answered a JSON-protocol call in XML."""
+    error = err.response.get("Error", {})
+    code, message = str(error.get("Code", "")), str(error.get("Message", err))
+    if "<Code>" in message:  # botocore could not parse the body: take what it says
+        code = re.search(r"<Code>([^<]*)</Code>", message).group(1)
+        found = re.search(r"<Message>([^<]*)</Message>", message)
+        message = found.group(1) if found else message
+    if not code or code.isdigit():
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = "AccessDenied" if status == 403 else code or str(status)
+    return code, message
 
 
 def _as_datetime(value: Any) -> datetime | None:
