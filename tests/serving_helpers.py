@@ -100,7 +100,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 10):
+def request(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 10):
     """(status, headers, body bytes) of one request; HTTP errors are returned, not raised."""
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
@@ -153,7 +153,7 @@ class PredictorProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"predictor exited with {self.proc.returncode}: {self.log()}")
             try:
-                status, _, _ = http("GET", f"{self.url}/v2/models/{self.model_name}/ready", timeout=1)
+                status, _, _ = request("GET", f"{self.url}/v2/models/{self.model_name}/ready", timeout=1)
                 if status == 200:
                     return self
             except OSError:
@@ -202,6 +202,79 @@ def run_in_serve_env(script: str, payload: dict | None = None, timeout: float = 
     if proc.returncode != 0:
         raise RuntimeError(f"serve-env script failed ({proc.returncode}): {proc.stderr.decode()[-3000:]}")
     return json.loads(proc.stdout)
+
+
+
+# ---------------------------------------------------------------------------- request bodies
+def _numeric_features():
+    from hybrid_mlops.data.generator import NUMERIC_FEATURES
+
+    return NUMERIC_FEATURES
+
+
+def _categorical_features():
+    from hybrid_mlops.data.generator import CATEGORICAL_FEATURES
+
+    return tuple(CATEGORICAL_FEATURES)
+
+
+def _num(v) -> float | None:
+    v = float(v)
+    return None if v != v else v
+
+
+def _str(v) -> str | None:
+    return None if v is None else str(v)
+
+
+def v2_json(cols: dict, lo: int = 0, hi: int | None = None, *, with_id: bool = True, request_id=None) -> bytes:
+    """A v2 JSON inference request: one tensor per feature (FP64 / BYTES, shape [N])."""
+    hi = len(cols["amount"]) if hi is None else hi
+    n = hi - lo
+    inputs = [{"name": f, "datatype": "FP64", "shape": [n], "data": [_num(v) for v in cols[f][lo:hi]]}
+              for f in _numeric_features()]
+    inputs += [{"name": f, "datatype": "BYTES", "shape": [n], "data": [_str(v) for v in cols[f][lo:hi]]}
+               for f in _categorical_features()]
+    if with_id:
+        inputs.append({"name": "transaction_id", "datatype": "BYTES", "shape": [n],
+                       "data": [str(v) for v in cols["transaction_id"][lo:hi]]})
+    doc = {"inputs": inputs}
+    if request_id:
+        doc["id"] = request_id
+    return json.dumps(doc).encode()
+
+
+def v2_binary(cols: dict, lo: int = 0, hi: int | None = None, *, binary_output: bool = True) -> tuple[bytes, int]:
+    """A v2 request in the binary tensor extension: (body, Inference-Header-Content-Length)."""
+    import struct
+
+    import numpy as np
+
+    hi = len(cols["amount"]) if hi is None else hi
+    n = hi - lo
+    inputs, blobs = [], []
+    for f in _numeric_features():
+        blob = np.ascontiguousarray(cols[f][lo:hi], dtype=np.float32).tobytes()
+        inputs.append({"name": f, "datatype": "FP32", "shape": [n], "parameters": {"binary_data_size": len(blob)}})
+        blobs.append(blob)
+    for f in (*_categorical_features(), "transaction_id"):
+        blob = b"".join(struct.pack("<I", len(s)) + s for s in (str(v).encode() for v in cols[f][lo:hi]))
+        inputs.append({"name": f, "datatype": "BYTES", "shape": [n], "parameters": {"binary_data_size": len(blob)}})
+        blobs.append(blob)
+    head = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": binary_output}}).encode()
+    return head + b"".join(blobs), len(head)
+
+
+def v1_json(cols: dict, lo: int = 0, hi: int | None = None) -> bytes:
+    """A v1 request: {"instances": [{feature: value, ..., "transaction_id": ...}, ...]}."""
+    hi = len(cols["amount"]) if hi is None else hi
+    rows = []
+    for i in range(lo, hi):
+        row = {f: _num(cols[f][i]) for f in _numeric_features()}
+        row.update({f: _str(cols[f][i]) for f in _categorical_features()})
+        row["transaction_id"] = str(cols["transaction_id"][i])
+        rows.append(row)
+    return json.dumps({"instances": rows}).encode()
 
 
 sys.path.insert(0, str(ROOT / "plugins"))

@@ -16,7 +16,7 @@ from .model import FraudDetectionModel
 from .runtime import DEVICES
 from .server import InferenceFront, PredictorServer
 
-logger = logging.getLogger("predictor")
+logger = logging.getLogger("kserve.predictor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-logger = logging.getLogger("predictor")
+logger = logging.getLogger("kserve.predictor")
 
 REQUIRED_FILES = ("model.onnx", "input_schema.json")
 

@@ -16,12 +16,11 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any
 
 import numpy as np
 import orjson
 
-logger = logging.getLogger("predictor.capture")
+logger = logging.getLogger("kserve.predictor.capture")
 
 _DUMPS = orjson.dumps
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
@@ -33,38 +32,35 @@ def capture_key(model: str, now: float, prefix: str = "capture") -> str:
     return f"{prefix}/{model}/{ts:%Y/%m/%d/%H}/{int(now * 1000)}-{uuid.uuid4().hex}.jsonl"
 
 
+_second = [-1, ""]
+
+
 def iso_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _jsonable(values: Any) -> Any:
-    if isinstance(values, list) and values and isinstance(values[0], (bytes, bytearray)):
-        return [v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else v for v in values]
-    if isinstance(values, np.ndarray) and not values.flags.c_contiguous:
-        return np.ascontiguousarray(values)
-    return values
+    """ISO-8601 UTC with milliseconds, e.g. ``2026-01-31T12:00:00.123Z``."""
+    sec = int(ts)
+    if sec != _second[0]:
+        _second[:] = [sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))]
+    return f"{_second[1]}.{int((ts - sec) * 1000):03d}Z"
 
 
 def encode_record(request_id: str, ts: float, model: str, version: str, protocol: str,
                   inputs: dict, outputs: dict) -> bytes:
-    """One capture line (with its newline)."""
-    record = {
-        "id": request_id,
-        "time": iso_time(ts),
-        "model": model,
-        "version": version,
-        "protocol": protocol,
-        "inputs": {k: _jsonable(v) for k, v in inputs.items()},
-        "outputs": {k: _jsonable(v) for k, v in outputs.items()},
-    }
+    """One capture line (with its newline). Inputs are the values as sent (bytes become UTF-8 text)."""
+    cols = {}
+    for k, v in inputs.items():
+        if type(v) is list and v and type(v[0]) is bytes:
+            v = [x.decode("utf-8", "replace") if type(x) is bytes else x for x in v]
+        cols[k] = v
+    record = {"id": request_id, "time": iso_time(ts), "model": model, "version": version,
+              "protocol": protocol, "inputs": cols, "outputs": outputs}
     try:
         return _DUMPS(record, option=_OPTS) + b"\n"
-    except TypeError:  # an exotic array (non-native byte order, object dtype): go through lists
-        for part in (record["inputs"], record["outputs"]):
+    except TypeError:  # an exotic array (non-contiguous, object dtype): go through lists
+        for part in (cols, outputs):
             for k, v in part.items():
                 if isinstance(v, np.ndarray):
                     part[k] = v.tolist()
-        return _DUMPS(record) + b"\n"
+        return _DUMPS(record, option=_OPTS) + b"\n"
 
 
 class S3Sink:
@@ -87,18 +83,27 @@ class S3Sink:
 
 
 class CaptureWriter:
-    """Buffers request/response pairs in memory; a daemon thread writes them as JSON lines.
+    """Buffers request/response pairs in memory; a daemon thread encodes and writes them.
+
+    The request path only appends a tuple. The thread encodes what arrived every
+    ``encode_seconds`` in small chunks (so it never holds the interpreter for long and request
+    latency stays flat) and writes a file when ``flush_seconds`` have passed or ``max_rows`` rows
+    are waiting. :meth:`close` (model stop, SIGTERM, exit) writes the rest.
 
     :param sink: where files go (``put(key, body)``), e.g. :class:`S3Sink`.
     :param model: model name (record field and key prefix).
     :param version: model version given at start (record field).
-    :param flush_seconds: longest a record waits in memory.
-    :param max_rows: rows buffered before an early flush.
+    :param flush_seconds: longest a record waits before it is written.
+    :param max_rows: rows waiting before an early write.
     :param max_pending_rows: rows kept while the sink fails; the oldest are dropped past this.
+    :param encode_seconds: how often the thread encodes what arrived.
     """
 
+    CHUNK = 128
+
     def __init__(self, sink, model: str, version: str, flush_seconds: float = 30.0,
-                 max_rows: int = 100_000, max_pending_rows: int = 2_000_000, prefix: str = "capture"):
+                 max_rows: int = 100_000, max_pending_rows: int = 2_000_000, prefix: str = "capture",
+                 encode_seconds: float = 0.05):
         self.sink = sink
         self.model = model
         self.version = version
@@ -106,14 +111,17 @@ class CaptureWriter:
         self.max_rows = max_rows
         self.max_pending_rows = max_pending_rows
         self.prefix = prefix
+        self.encode_seconds = min(encode_seconds, flush_seconds)
         self._buf: list[tuple] = []
-        self._rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
-        self._flush_done = threading.Condition()
-        self._flush_requested = 0
-        self._flush_completed = 0
+        # encoded, not yet written: lines, their request and row counts
+        self._lines: list[bytes] = []
+        self._line_rows: list[int] = []
+        self._pending_rows = 0
+        self._last_write = time.monotonic()
+        self._flush_lock = threading.Lock()
         self.files_written = 0
         self.records_written = 0
         self._thread = threading.Thread(target=self._loop, name="capture-writer", daemon=True)
@@ -122,83 +130,81 @@ class CaptureWriter:
     def start(self) -> CaptureWriter:
         self._thread.start()
         atexit.register(self.close)
-        logger.info("Capturing requests of %s to %s (flush every %ss or %d rows)",
+        logger.info("Capturing requests of %s to %s (write every %ss or %d rows)",
                     self.model, getattr(self.sink, "bucket", self.sink), self.flush_seconds, self.max_rows)
         return self
 
-    # hot path ---------------------------------------------------------------------------------
-    def record(self, request_id: str, protocol: str, inputs: dict, outputs: dict, rows: int) -> None:
-        """Queue one request/response pair (cheap: no serialization here)."""
-        item = (request_id, time.time(), protocol, inputs, outputs, rows)
+    # request path -----------------------------------------------------------------------------
+    def record(self, request_id: str, protocol: str, inputs: dict, outputs: dict, rows: int,
+               ts: float | None = None, version: str | None = None) -> None:
+        """Queue one request/response pair (an append: no encoding, no I/O).
+
+        ``ts`` (epoch seconds, default now) and ``version`` (default the writer's) serve the logger
+        service, which records other processes' requests.
+        """
+        item = (request_id, ts or time.time(), protocol, inputs, outputs, rows, version)
         with self._lock:
             self._buf.append(item)
-            self._rows += rows
-            full = self._rows >= self.max_rows
-        if full:
-            self._wake.set()
 
     # background -------------------------------------------------------------------------------
-    def _take(self) -> tuple[list[tuple], int]:
+    def _encode_waiting(self, yield_between_chunks: bool = True) -> None:
         with self._lock:
-            buf, rows = self._buf, self._rows
-            self._buf, self._rows = [], 0
-        return buf, rows
+            buf, self._buf = self._buf, []
+        model, version = self.model, self.version
+        for start in range(0, len(buf), self.CHUNK):
+            for rid, ts, proto, inputs, outputs, rows, ver in buf[start : start + self.CHUNK]:
+                self._lines.append(encode_record(rid, ts, model, ver or version, proto, inputs, outputs))
+                self._line_rows.append(rows)
+                self._pending_rows += rows
+            if yield_between_chunks:
+                time.sleep(0)  # let the event loop in between chunks
 
-    def _write(self, buf: list[tuple], rows: int) -> bool:
-        if not buf:
+    def _write(self) -> bool:
+        """Write the encoded lines as one file; keep them on failure."""
+        if not self._lines:
+            self._last_write = time.monotonic()
             return True
-        body = b"".join(
-            encode_record(rid, ts, self.model, self.version, proto, inputs, outputs)
-            for rid, ts, proto, inputs, outputs, _ in buf
-        )
+        lines, rows = self._lines, self._line_rows
         key = capture_key(self.model, time.time(), self.prefix)
         try:
-            self.sink.put(key, body)
-        except Exception as exc:  # keep the records for the next attempt
-            logger.error("Capture write of %d records to %s failed: %s", len(buf), key, exc)
-            with self._lock:
-                self._buf[:0] = buf
-                self._rows += rows
-                if self._rows > self.max_pending_rows:
-                    dropped = 0
-                    while self._buf and self._rows > self.max_pending_rows:
-                        item = self._buf.pop(0)
-                        self._rows -= item[5]
-                        dropped += 1
-                    logger.error("Capture buffer over %d rows: dropped the %d oldest requests",
-                                 self.max_pending_rows, dropped)
+            self.sink.put(key, b"".join(lines))
+        except Exception as exc:
+            logger.error("Capture write of %d requests to %s failed: %s", len(lines), key, exc)
+            while self._pending_rows > self.max_pending_rows and lines:
+                lines.pop(0)
+                self._pending_rows -= rows.pop(0)
+                logger.error("Capture backlog over %d rows: dropped the oldest request", self.max_pending_rows)
             return False
         self.files_written += 1
-        self.records_written += len(buf)
-        logger.debug("Captured %d requests (%d rows) to %s", len(buf), rows, key)
+        self.records_written += len(lines)
+        logger.debug("Captured %d requests (%d rows) to %s", len(lines), self._pending_rows, key)
+        self._lines, self._line_rows, self._pending_rows = [], [], 0
+        self._last_write = time.monotonic()
         return True
 
     def _loop(self) -> None:
-        while True:
-            self._wake.wait(self.flush_seconds)
+        failures = 0
+        while not self._stopping:
+            self._wake.wait(self.encode_seconds)
             self._wake.clear()
-            with self._flush_done:
-                requested = self._flush_requested
-            ok = self._write(*self._take())
-            if not ok and not self._stopping:
-                time.sleep(min(5.0, self.flush_seconds))
-            with self._flush_done:
-                self._flush_completed = requested
-                self._flush_done.notify_all()
             if self._stopping:
-                return
+                break
+            with self._flush_lock:
+                self._encode_waiting()
+                due = time.monotonic() - self._last_write >= self.flush_seconds * (1 + min(failures, 5))
+                if self._pending_rows >= self.max_rows or (self._lines and due):
+                    failures = 0 if self._write() else failures + 1
+                elif not self._lines:
+                    self._last_write = time.monotonic()
 
-    def flush(self, timeout: float = 30.0) -> None:
-        """Write everything buffered now and wait for it."""
-        with self._flush_done:
-            self._flush_requested += 1
-            target = self._flush_requested
-        self._wake.set()
-        with self._flush_done:
-            self._flush_done.wait_for(lambda: self._flush_completed >= target or not self._thread.is_alive(), timeout)
+    def flush(self) -> None:
+        """Encode and write everything queued now (blocking)."""
+        with self._flush_lock:
+            self._encode_waiting(yield_between_chunks=False)
+            self._write()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Flush what is left and stop the thread (idempotent; also runs at exit)."""
+        """Write what is left and stop the thread (idempotent; also runs at exit)."""
         if self._closed:
             return
         self._closed = True
@@ -206,8 +212,5 @@ class CaptureWriter:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        # whatever arrived after the thread's last pass
-        buf, rows = self._take()
-        if buf:
-            self._write(buf, rows)
+        self.flush()
         logger.info("Capture closed: %d files, %d requests written", self.files_written, self.records_written)

@@ -23,7 +23,7 @@ from .capture import CaptureWriter
 from .runtime import OnnxScorer
 from .schema import Batch, InputSchema
 
-logger = logging.getLogger("predictor")
+logger = logging.getLogger("kserve.predictor")
 
 LABEL = "label"
 

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import onnxruntime as ort
 
-logger = logging.getLogger("predictor")
+logger = logging.getLogger("kserve.predictor")
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -216,12 +216,15 @@ class InputSchema:
                             f"({n} x {datatype})"
                         )
                     col = np.frombuffer(raw, dtype=dtype)
+                    kept = col
                 else:
-                    col = self._numeric_column(name, inp.data, where)
+                    data = inp.data
+                    col = self._numeric_column(name, data, where)
                     if col.size != n:
                         raise InvalidInput(f"{where}: {col.size} values for shape {shape}")
+                    kept = data if not isinstance(data[0], list) else col  # capture the values as sent
                 numeric[:, self.numeric_index[name]] = col
-                columns[name] = col
+                columns[name] = kept
             else:
                 if datatype != "BYTES":
                     raise InvalidInput(f"{where}: datatype {datatype} must be BYTES (strings)")
@@ -262,9 +265,9 @@ class InputSchema:
         categorical = np.empty((n, len(self.categorical)), dtype=np.int64)
         columns: dict[str, Any] = {}
         for name, j in self.numeric_index.items():
-            col = self._numeric_column(name, [row[name] for row in instances], f"instances[*].{name}")
-            numeric[:, j] = col
-            columns[name] = col
+            values = [row[name] for row in instances]
+            numeric[:, j] = self._numeric_column(name, values, f"instances[*].{name}")
+            columns[name] = values
         for name, j in self.categorical_index.items():
             values = [row[name] for row in instances]
             categorical[:, j] = self._categorical_codes(name, values, f"instances[*].{name}")

@@ -23,7 +23,7 @@ from kserve.protocol.infer_type import RequestedOutput
 from kserve.protocol.rest.server import RESTServer
 from uvicorn.importer import import_from_string
 
-logger = logging.getLogger("predictor")
+logger = logging.getLogger("kserve.predictor")
 
 _JSON = [(b"content-type", b"application/json")]
 _BINARY_HEADER = "inference-header-content-length"
