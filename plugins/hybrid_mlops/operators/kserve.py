@@ -3,9 +3,13 @@
 ::
 
     execute            render + validate -> apply (canary unless first deploy) -> defer (Ready?)
-    execute_complete   smoke test the new revision -> promote (drop canaryTrafficPercent) -> defer
+    execute_complete   canary set: smoke test the new revision -> promote (drop canaryTrafficPercent)
+                       -> defer again; no canary: smoke test -> done
                        ... or roll back to the previous version and fail, quoting the reason
-    execute_complete   (phase "promote") Ready again -> return what is served
+
+Between steps the operator keeps no state of its own: the InferenceService carries the version
+(labels/annotations), the canary share and the rollback target (annotation), so a retry or a resume
+on another worker picks up where the rollout is.
 
 Re-running the task when the cluster already serves the version at 100 % and Ready changes nothing.
 """
@@ -28,9 +32,6 @@ from hybrid_mlops.serving import smoke
 if TYPE_CHECKING:
     from hybrid_mlops.hooks.kserve import KServeHook
 
-PHASE_CANARY = "canary"
-PHASE_FULL = "full"
-PHASE_PROMOTE = "promote"
 
 
 def _as_bool(value: Any) -> bool:
@@ -184,7 +185,8 @@ class DeployInferenceServiceOperator(BaseOperator):
         except m.ManifestError as err:
             raise AirflowFailException(str(err)) from None
 
-    def _wait(self, context, phase: str, ref: m.ModelRef, previous: m.ModelRef | None):
+    def _wait(self, context):
+        """Defer until Ready/failed; ``execute_complete`` reads what to do next from the live object."""
         from hybrid_mlops.triggers.kserve import InferenceServiceReadyTrigger
 
         trigger = InferenceServiceReadyTrigger(
@@ -195,16 +197,13 @@ class DeployInferenceServiceOperator(BaseOperator):
             check_interval=self.check_interval,
             timeout=self._wait_seconds(),
         )
-        kwargs = {"phase": phase, "ref": ref.to_dict(), "previous": previous.to_dict() if previous else None}
         if self.deferrable:
             self.defer(
                 trigger=trigger,
                 method_name="execute_complete",
-                kwargs=kwargs,
                 timeout=timedelta(seconds=self._wait_seconds() + 60),
             )
-        event = asyncio.run(_first_event(trigger))
-        return self.execute_complete(context, event, **kwargs)
+        return self.execute_complete(context, asyncio.run(_first_event(trigger)))
 
     # -- the steps ------------------------------------------------------------------------------------
 
@@ -223,7 +222,7 @@ class DeployInferenceServiceOperator(BaseOperator):
                 return self._result(live, ref, "unchanged")
             self.log.info("%s/%s serves version %s but is %s (%s): waiting", self.namespace, self.name,
                           ref.version, state, message)
-            return self._wait(context, PHASE_PROMOTE, ref, rollback_to)
+            return self._wait(context)
 
         if served is not None and served != ref:
             previous = served  # a new version replaces the one served now
@@ -243,33 +242,37 @@ class DeployInferenceServiceOperator(BaseOperator):
         if self.kube_config is not None:
             cluster = self.cluster_name.format(region=self.region)
             InferenceServiceLink.persist(context, self, InferenceServiceLink.eks_console_url(self.region, cluster))
-        return self._wait(context, PHASE_CANARY if percent else PHASE_FULL, ref, previous)
+        return self._wait(context)
 
-    def execute_complete(self, context, event: dict[str, Any] | None = None, *, phase: str = PHASE_FULL,
-                         ref: dict | None = None, previous: dict | None = None):
+    def execute_complete(self, context, event: dict[str, Any] | None = None):
+        """Resume after a wait. The live object says where the rollout is: a canary still set means
+        smoke-test it and promote; none means the version takes all traffic (smoke-test, done). The
+        rollback target is the previous version the apply recorded in an annotation."""
         if not event or "status" not in event:
             raise AirflowException(f"{self.task_id}: unexpected trigger event {event!r}")
-        new = m.ModelRef.from_dict(ref) if ref else self._ref()
-        old = m.ModelRef.from_dict(previous) if previous else None
+        new = self._ref()
+        live = self.hook.get_inference_service(self.name, self.namespace)
+        old = m.previous_ref(live)
         where = f"{self.namespace}/{self.name} in {self.region}"
         if event["status"] != "success":
             self._fail(where, new, old, f"InferenceService not Ready ({event['status']}): {event.get('message')}")
-
+        if m.served_ref(live) != new:
+            raise AirflowException(
+                f"{where} now serves {m.served_ref(live)}, not version {new.version}: another deploy "
+                "changed it meanwhile; re-run this task to deploy again"
+            )
         urls = event.get("urls") or {}
-        if phase != PHASE_PROMOTE:
-            target = urls.get("latest") or urls.get("url")
-            problem = self._smoke_test(target)
-            if problem:
-                self._fail(where, new, old, f"smoke test of version {new.version} at {target} failed: {problem}")
-            self.log.info("Smoke test of version %s passed at %s", new.version, target)
-        if phase == PHASE_CANARY:
-            self.log.info("Promoting version %s to 100%% on %s", new.version, where)
+        target = urls.get("latest") or urls.get("url")
+        problem = self._smoke_test(target)
+        if problem:
+            self._fail(where, new, old, f"smoke test of version {new.version} at {target} failed: {problem}")
+        self.log.info("Smoke test of version %s passed at %s", new.version, target)
+        if m.canary_percent(live) is not None:
+            self.log.info("Promoting version %s from %s%% to 100%% on %s", new.version, m.canary_percent(live), where)
             self.hook.patch_inference_service(
                 self.name, self.namespace, {"spec": {"predictor": {"canaryTrafficPercent": None}}}
             )
-            return self._wait(context, PHASE_PROMOTE, new, old)
-
-        live = self.hook.get_inference_service(self.name, self.namespace)
+            return self._wait(context)
         InferenceServiceLink.persist(context, self, urls.get("url"))
         return self._result(live, new, "deployed")
 
