@@ -297,3 +297,31 @@ def print_cost_headline(day: date | str, *, bucket: str | None = None, aws_conn_
     for line in headline_lines(doc, where):
         print(line)
     return doc
+
+
+def demo_cost_report(days: int = 1, end: date | None = None, *, spike: bool = True) -> dict:
+    """Seed the local target, run ``cost_report`` for the last ``days`` days (one run per day, as a
+    backfill would) and print the last report's headline and where its HTML is.
+
+    The DAG runs in-process with ``dag.test()``; Airflow must already be configured (the main demo does it).
+
+    :param days: how many days to report, ending with ``end``.
+    :param end: the last reported day (default: yesterday, UTC).
+    :param spike: make the last day's GPU serving cost 2.5 times the usual, to show the anomaly alert.
+    :returns: the last day's ``cost.json`` document.
+    """
+    from hybrid_mlops.factory import build_dags
+
+    end = end or (datetime.now(timezone.utc).date() - timedelta(days=1))
+    report_days = [end - timedelta(days=n) for n in range(days - 1, -1, -1)]
+    injected = {"day": end.isoformat(), "factor": 2.5} if spike else None
+    seeded = seed_local_costs(report_days, spike=injected)
+    print(f"seeded {seeded['ce_results_queued']} Cost Explorer result page(s), {len(seeded['training_jobs'])} "
+          f"training job(s), {seeded['capture_files']} capture file(s)"
+          + (f"; injected a 2.5x GPU serving day on {end} to show the anomaly rule" if spike else ""))
+    dag = build_dags("cost_report")["cost_report"]
+    for day in report_days:
+        run = dag.test(logical_date=datetime.combine(day + timedelta(days=1), time(7), tzinfo=timezone.utc))
+        if str(run.state) != "success":
+            raise RuntimeError(f"cost_report for {day} ended {run.state}")
+    return print_cost_headline(end)

@@ -294,6 +294,10 @@ def money(value: float | None) -> str:
     return "n/a" if value is None else f"${value:,.2f}"
 
 
+def _delta(value: float | None) -> str:
+    return "" if value is None else f"{'+' if value >= 0 else '-'}${abs(value):,.2f}"
+
+
 def _fig(path: str, value: float | None, text: str | None = None) -> str:
     """A figure the test suite checks against ``cost.json`` (``data-figure`` is its path there)."""
     raw = "" if value is None else repr(float(value))
@@ -494,8 +498,9 @@ def to_html(doc: dict[str, Any]) -> str:
                + "</tbody></table></section></div>")
     res_rows = "".join(
         f'<tr><td>{r["day"]}</td><td>{"final" if r["final"] else "estimated"}</td>'
-        f'<td class="n">{money(r["previous_total_usd"])}</td><td class="n">{money(r["current_total_usd"])}</td>'
-        f'<td class="n">{money(r["delta_usd"])}</td></tr>' for r in doc["restated"])
+        f'<td class="n">{"not published" if r["previous_total_usd"] is None else money(r["previous_total_usd"])}</td>'
+        f'<td class="n">{money(r["current_total_usd"])}</td>'
+        f'<td class="n">{_delta(r["delta_usd"])}</td></tr>' for r in doc["restated"])
     out.append('<section class="card"><h2>Re-stated days</h2><p class="sub">Cost Explorer revises recent days '
                'until they are final; each run fetches them again.</p><table id="restated"><thead><tr><th>day</th>'
                '<th>state</th><th class="n">published</th><th class="n">now</th><th class="n">change</th></tr></thead>'
