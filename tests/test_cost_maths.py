@@ -140,3 +140,34 @@ def test_parse_refuses_what_it_cannot_read():
         {"Keys": ["model$m", "us-west-2"], "Metrics": {"UnblendedCost": {"Amount": "1", "Unit": "USD"}}}]}]}
     with pytest.raises(explorer.CostExplorerResultError, match="AmortizedCost missing"):
         explorer.parse_pages("eks", request, [nan])
+
+
+MODEL_SETTINGS = {"name": "m", "budget_usd": 100.0, "anomaly_sigma": 3.0, "trailing_days": 14, "restate_days": 3,
+                  "tags": {"model": "m", "team": "t"}, "clusters": ["c"]}
+
+
+def _doc(days: list[dict], rows: list[dict], day: str = "2026-07-03"):
+    from hybrid_mlops.cost.report import build_document
+
+    ce = {"window": {"start": "2026-07-01", "end": "2026-07-04"}, "rows": rows, "days": days, "requests": 3,
+          "max_requests": 30, "queries": []}
+    return build_document(day=day, models=[MODEL_SETTINGS], ce=ce, jobs=[], predictions={},
+                          generated_at="2026-07-04T07:00:00+00:00", target="local")
+
+
+def test_report_states_an_empty_window_and_a_missing_day_honestly():
+    days = [{"day": f"2026-07-0{i}", "estimated": i == 3} for i in (1, 2, 3)]
+    empty = _doc(days, [])
+    assert empty["status"] == "empty" and empty["totals"]["total_usd"] == 0 and empty["alerts"] == []
+    assert empty["models"][0]["signals"]["evaluated"] is True  # zero is a measured zero here
+    assert empty["final"] is False
+    incomplete = _doc(days[:2], [])
+    assert incomplete["status"] == "incomplete" and incomplete["final"] is False
+    assert incomplete["models"][0]["signals"] == {"evaluated": False}
+    assert any("missing, not zero" in w for w in incomplete["warnings"])
+    assert any("did not answer 1 day(s)" in w for w in incomplete["warnings"])
+    row = {"day": "2026-07-02", "source": "eks", "model": "m", "usage_type": "", "region": "us-west-2",
+           "category": "serving", "unblended": 5.0, "amortized": 4.0, "estimated": False}
+    final = _doc(days[:2], [row], day="2026-07-02")
+    assert final["status"] == "ok" and final["final"] is True and final["totals"]["serving_usd"] == 5.0
+    assert [r["day"] for r in final["restated"]] == ["2026-07-01", "2026-07-02"]
