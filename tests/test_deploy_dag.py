@@ -115,7 +115,7 @@ def clusters(monkeypatch):
     stop.set()
     for t in threads:
         t.join(2)
-    for c in fakes.values():
+    for c in reversed(list(fakes.values())):  # kmock patches aiohttp's resolver: undo in LIFO order
         c.stop()
     server.stop()
 

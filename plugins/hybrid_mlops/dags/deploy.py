@@ -112,7 +112,7 @@ def _resolve_task(spec: ModelSpec):
     @task(task_id="resolve_model_package")
     def resolve_model_package(version: str) -> dict:
         """The package to serve: the newest Approved one, or the Approved version asked for."""
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from hybrid_mlops.hooks.registry import ModelRegistryHook
         from hybrid_mlops.serving.manifest import ModelRef
@@ -149,7 +149,7 @@ def _regions_task(spec: ModelSpec):
     @task(task_id="choose_regions")
     def choose_regions(**context) -> list[str]:
         """The run's ``regions`` param, checked against the spec."""
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         chosen = list(dict.fromkeys(context["params"].get("regions") or spec.serving.regions))
         unknown = sorted(set(chosen) - set(spec.serving.regions))
@@ -192,7 +192,7 @@ def _record_task(spec: ModelSpec):
 
         Skipped (no event) when every region already served this version and the registry says so.
         """
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from hybrid_mlops.hooks.registry import ModelRegistryHook
 
