@@ -202,3 +202,42 @@ def test_timeout_without_previous_fails_with_last_status(spec, cluster):
     )
     with pytest.raises(AirflowException, match=r"no previous version.*\(timeout\)"):
         run_deploy(op, cluster, lambda isvc: None)
+
+
+def test_ready_sensor_defers_and_quotes_failure(spec, cluster, model_server):
+    from hybrid_mlops.sensors.kserve import InferenceServiceReadySensor
+
+    run_deploy(operator(spec, 20), cluster, serves_ready(model_server))
+    sensor = InferenceServiceReadySensor(task_id="s", name=NAME, namespace=NS, kubernetes_conn_id="kserve_us_west_2",
+                                         check_interval=0.05, max_attempts=40)
+    assert sensor.poke({}) is True
+    cluster.set_status(NAME, NS, failed_status("pull image: 403 Forbidden"))
+    with pytest.raises(AirflowException, match="403 Forbidden"):
+        sensor.poke({})
+    cluster.set_status(NAME, NS, {"conditions": [{"type": "Ready", "status": "Unknown"}]})
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})
+    cluster.set_status(NAME, NS, ready_status(model_server.url))
+    event = asyncio.run(_first(deferred.value.trigger))
+    assert sensor.execute_complete({}, event)["url"] == model_server.url
+
+
+def test_eks_kube_config_mints_a_token(aws):
+    """The EKS path: describe_cluster on the (moto) EKS API, and the exec plugin prints an ExecCredential."""
+    import json
+    import subprocess
+
+    import boto3
+
+    from hybrid_mlops.hooks.kserve import eks_kube_config
+
+    eks = boto3.client("eks", region_name="us-west-2")
+    eks.create_cluster(name="mlops-us-west-2", roleArn="arn:aws:iam::123456789012:role/eks",
+                       resourcesVpcConfig={"subnetIds": ["subnet-1"]})
+    config = eks_kube_config("mlops-us-west-2", "us-west-2", aws_conn_id=None)
+    assert config["clusters"][0]["cluster"]["server"].startswith("https://")
+    exec_ = config["users"][0]["user"]["exec"]
+    out = subprocess.run([exec_["command"], *exec_["args"]], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cred = json.loads(out.stdout)
+    assert cred["kind"] == "ExecCredential" and cred["status"]["token"].startswith("k8s-aws-v1.")

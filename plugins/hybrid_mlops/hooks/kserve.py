@@ -28,11 +28,13 @@ from hybrid_mlops.serving import manifest as m
 # kubectl's exec credential plugin: the Amazon provider's token function, printed as ExecCredential.
 _EXEC_CREDENTIAL = (
     "import json, sys\n"
+    "out, sys.stdout = sys.stdout, sys.stderr  # importing Airflow may log; stdout is for the credential\n"
     "from airflow.providers.amazon.aws.utils.eks_get_token import fetch_access_token_for_cluster as f, "
     "get_expiration_time as t\n"
     "c, r, u = sys.argv[1:4]\n"
-    "print(json.dumps({'kind': 'ExecCredential', 'apiVersion': 'client.authentication.k8s.io/v1beta1', "
-    "'status': {'expirationTimestamp': t(), 'token': f(c, u, r)}}))"
+    "out.write(json.dumps({'kind': 'ExecCredential', 'apiVersion': 'client.authentication.k8s.io/v1beta1', "
+    "'status': {'expirationTimestamp': t(), 'token': f(c, u, r)}}))\n"
+    "out.flush()"
 )
 
 
