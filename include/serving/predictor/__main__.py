@@ -7,6 +7,7 @@ argparse parent, so its options (``--max_threads``, ``--grpc_max_receive_message
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 
 from kserve import model_server
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     model.load()
     if capture is not None:
         capture.start()
+    # Everything loaded so far (kserve, fastapi, onnxruntime, the model) lives for the whole process:
+    # keep it out of the cyclic collector so full collections stay short and do not show up in p99.
+    gc.collect()
+    gc.freeze()
     server.start([model])
 
 

@@ -95,6 +95,7 @@ class CaptureWriter:
     :param version: model version given at start (record field).
     :param flush_seconds: longest a record waits before it is written.
     :param max_rows: rows waiting before an early write.
+    :param max_bytes: encoded bytes waiting before an early write (bounds one file's size).
     :param max_pending_rows: rows kept while the sink fails; the oldest are dropped past this.
     :param encode_seconds: how often the thread encodes what arrived.
     """
@@ -103,12 +104,14 @@ class CaptureWriter:
 
     def __init__(self, sink, model: str, version: str, flush_seconds: float = 30.0,
                  max_rows: int = 100_000, max_pending_rows: int = 2_000_000, prefix: str = "capture",
-                 encode_seconds: float = 0.05):
+                 encode_seconds: float = 0.05, max_bytes: int = 8 * 1024 * 1024):
         self.sink = sink
         self.model = model
         self.version = version
         self.flush_seconds = flush_seconds
         self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self._pending_bytes = 0
         self.max_pending_rows = max_pending_rows
         self.prefix = prefix
         self.encode_seconds = min(encode_seconds, flush_seconds)
@@ -153,7 +156,9 @@ class CaptureWriter:
         model, version = self.model, self.version
         for start in range(0, len(buf), self.CHUNK):
             for rid, ts, proto, inputs, outputs, rows, ver in buf[start : start + self.CHUNK]:
-                self._lines.append(encode_record(rid, ts, model, ver or version, proto, inputs, outputs))
+                line = encode_record(rid, ts, model, ver or version, proto, inputs, outputs)
+                self._lines.append(line)
+                self._pending_bytes += len(line)
                 self._line_rows.append(rows)
                 self._pending_rows += rows
             if yield_between_chunks:
@@ -171,14 +176,14 @@ class CaptureWriter:
         except Exception as exc:
             logger.error("Capture write of %d requests to %s failed: %s", len(lines), key, exc)
             while self._pending_rows > self.max_pending_rows and lines:
-                lines.pop(0)
+                self._pending_bytes -= len(lines.pop(0))
                 self._pending_rows -= rows.pop(0)
                 logger.error("Capture backlog over %d rows: dropped the oldest request", self.max_pending_rows)
             return False
         self.files_written += 1
         self.records_written += len(lines)
         logger.debug("Captured %d requests (%d rows) to %s", len(lines), self._pending_rows, key)
-        self._lines, self._line_rows, self._pending_rows = [], [], 0
+        self._lines, self._line_rows, self._pending_rows, self._pending_bytes = [], [], 0, 0
         self._last_write = time.monotonic()
         return True
 
@@ -192,7 +197,8 @@ class CaptureWriter:
             with self._flush_lock:
                 self._encode_waiting()
                 due = time.monotonic() - self._last_write >= self.flush_seconds * (1 + min(failures, 5))
-                if self._pending_rows >= self.max_rows or (self._lines and due):
+                full = self._pending_rows >= self.max_rows or self._pending_bytes >= self.max_bytes
+                if full or (self._lines and due):
                     failures = 0 if self._write() else failures + 1
                 elif not self._lines:
                     self._last_write = time.monotonic()
