@@ -142,7 +142,7 @@ def main() -> int:
     work = OUT / "serving"  # bodies, wrk script and the servers' logs of the last run
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    model_dir = args.model_dir or build_standin_model(OUT / "standin-model")
+    model_dir = (args.model_dir or build_standin_model(OUT / "standin-model")).resolve()
     lua = work / "bench.lua"
     lua.write_text(LUA)
     bodies = build_bodies(work)

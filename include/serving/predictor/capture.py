@@ -100,7 +100,7 @@ class CaptureWriter:
     :param encode_seconds: how often the thread encodes what arrived.
     """
 
-    CHUNK = 128
+    CHUNK_ROWS = 1024  # rows encoded between two yields to the request path
 
     def __init__(self, sink, model: str, version: str, flush_seconds: float = 30.0,
                  max_rows: int = 100_000, max_pending_rows: int = 2_000_000, prefix: str = "capture",
@@ -154,15 +154,17 @@ class CaptureWriter:
         with self._lock:
             buf, self._buf = self._buf, []
         model, version = self.model, self.version
-        for start in range(0, len(buf), self.CHUNK):
-            for rid, ts, proto, inputs, outputs, rows, ver in buf[start : start + self.CHUNK]:
-                line = encode_record(rid, ts, model, ver or version, proto, inputs, outputs)
-                self._lines.append(line)
-                self._pending_bytes += len(line)
-                self._line_rows.append(rows)
-                self._pending_rows += rows
-            if yield_between_chunks:
+        since_yield = 0
+        for rid, ts, proto, inputs, outputs, rows, ver in buf:
+            line = encode_record(rid, ts, model, ver or version, proto, inputs, outputs)
+            self._lines.append(line)
+            self._pending_bytes += len(line)
+            self._line_rows.append(rows)
+            self._pending_rows += rows
+            since_yield += rows + 8  # per-record overhead counts too
+            if since_yield >= self.CHUNK_ROWS and yield_between_chunks:
                 time.sleep(0)  # let the event loop in between chunks
+                since_yield = 0
 
     def _write(self) -> bool:
         """Write the encoded lines as one file; keep them on failure."""
