@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -52,6 +53,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from hybrid_mlops.local.moto import MotoServer
 
+    from hybrid_mlops.local.moto import free_port
+
+    os.environ.setdefault("HYBRID_MLOPS_SERVING_PORT", str(free_port()))
+    os.environ.setdefault("HYBRID_MLOPS_CAPTURE_WAIT_SECONDS", "5")
     state = Path(os.environ["HYBRID_MLOPS_LOCAL_DIR"])
     state.mkdir(parents=True, exist_ok=True)
     banner("local AWS: moto server on 127.0.0.1")
@@ -62,16 +67,14 @@ def main(argv=None) -> int:
         return _run(args, moto)
     finally:
         if not args.keep_serving:
-            _stop_local_serving()
+            _stop_local_serving(args.model)
         moto.stop()
 
 
-def _stop_local_serving() -> None:
-    try:
-        from hybrid_mlops.local.serving import stop_all
-    except ImportError:
-        return
-    stop_all()
+def _stop_local_serving(model: str) -> None:
+    from hybrid_mlops.local.serving import LocalServing
+
+    LocalServing(model).stop()
 
 
 def _run(args, moto) -> int:
@@ -105,7 +108,113 @@ def _run(args, moto) -> int:
         return 1
     banner("registered model version")
     print(json.dumps(summary, indent=2))
+    if summary["status"] != "Approved":
+        print("the version was not approved, so nothing new is deployed; stopping here")
+        return 0
+
+    from hybrid_mlops.local.serving import LocalServing
+
+    serving = LocalServing(args.model)
+    served = serving.current()
+    banner(f"serving: version {served['version']} behind {serving.url}")
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    _send(serving.url, args.model, rows=2000, requests=40, seed=101, show=5)
+    banner("drifted traffic: amounts x3 std higher, a new channel 'crypto' in 30 % of requests")
+    from hybrid_mlops.data.generator import DriftKnobs
+
+    _send(serving.url, args.model, rows=2000, requests=40, seed=202, show=0,
+          drift=DriftKnobs(shift={"amount": 3.0}, new_category={"channel": ("crypto", 0.3)}))
+    _wait_for_capture(args.model, hour)
+
+    monitor = build_dags("monitor")[f"monitor_{suffix}"]
+    banner(f"{monitor.dag_id}: drift report of the window {hour:%Y-%m-%d %H}:00")
+    run = run_dag(monitor, logical_date=hour)
+    print(f"run {run.run_id}: {run.state}")
+    _print_violations(args.model, hour)
+
+    from hybrid_mlops.assets import drift_asset_uri
+
+    events = _asset_events(drift_asset_uri(args.model))
+    banner("drift asset events (they schedule retrain_%s, outside its cooldown)" % suffix)
+    for event in events:
+        print(f"  {event['timestamp']}  {event['extra'].get('violated_features')}  {event['extra'].get('report_uri')}")
+
+    banner("cost_report: yesterday's training and serving cost (Cost Explorer on moto)")
+    from hybrid_mlops.cost.demo import demo_cost_report
+
+    demo_cost_report(days=1)
     return 0
+
+
+def _send(url: str, model: str, *, rows: int, requests: int, seed: int, show: int, drift=None) -> None:
+    """Send ``requests`` v2 requests of ``rows // requests`` transactions each; print a few predictions."""
+    import urllib.request
+
+    from hybrid_mlops.data.generator import CATEGORICAL_FEATURES, NUMERIC_FEATURES, generate
+
+    cols = generate(rows, seed=seed, drift=drift, id_prefix="demo")
+    per = rows // requests
+    started, scored = time.time(), []
+    for i in range(requests):
+        part = slice(i * per, (i + 1) * per)
+        inputs = [{"name": n, "shape": [per], "datatype": "FP32", "data": cols[n][part].tolist()} for n in NUMERIC_FEATURES]
+        inputs += [{"name": n, "shape": [per], "datatype": "BYTES", "data": cols[n][part].tolist()}
+                   for n in (*CATEGORICAL_FEATURES, "transaction_id")]
+        req = urllib.request.Request(f"{url}/v2/models/{model}/infer", json.dumps({"inputs": inputs}).encode(),
+                                     {"Content-Type": "application/json"})
+        out = json.loads(urllib.request.urlopen(req, timeout=10).read())
+        scored += next(o["data"] for o in out["outputs"] if o["name"] == "probability")
+    print(f"{requests} requests, {len(scored)} transactions scored in {time.time() - started:.2f}s")
+    for i in range(show):
+        print(f"  {cols['transaction_id'][i]:<14} amount={cols['amount'][i]:>9.2f} channel={cols['channel'][i]:<7}"
+              f" fraud probability={scored[i]:.4f} (true {cols['true_probability'][i]:.4f})")
+
+
+def _wait_for_capture(model: str, hour, timeout: float = 90.0) -> None:
+    """The predictor batches capture records to S3; wait until this hour's files are there."""
+    import boto3
+
+    from hybrid_mlops import layout, settings
+
+    s3, deadline = boto3.client("s3"), time.time() + timeout
+    while time.time() < deadline:
+        listed = s3.list_objects_v2(Bucket=settings.bucket(), Prefix=layout.capture_prefix(model, hour))
+        rows = 0
+        for obj in listed.get("Contents", []):
+            body = s3.get_object(Bucket=settings.bucket(), Key=obj["Key"])["Body"].read().decode()
+            rows += sum(len(json.loads(line)["outputs"]["probability"]) for line in body.splitlines() if line)
+        if rows >= 4000:
+            print(f"capture: {listed['KeyCount']} file(s), {rows} transactions under "
+                  f"s3://{settings.bucket()}/{layout.capture_prefix(model, hour)}")
+            return
+        time.sleep(2)
+    print("capture: not all records landed in time; the monitor reports what is there")
+
+
+def _print_violations(model: str, hour) -> None:
+    import boto3
+
+    from hybrid_mlops import layout, settings
+
+    key = layout.monitoring_prefix(model, hour) + "constraint_violations.json"
+    body = json.loads(boto3.client("s3").get_object(Bucket=settings.bucket(), Key=key)["Body"].read())
+    violations = body.get("violations", [])
+    print(f"s3://{settings.bucket()}/{key}: {len(violations)} violation(s)")
+    for v in violations:
+        print(f"  {v['feature_name']:<20} {v['constraint_check_type']:<26} {v['description'][:90]}")
+
+
+def _asset_events(uri: str) -> list[dict]:
+    from sqlalchemy import select
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id).where(AssetModel.uri == uri)
+        ).scalars().all()
+        return [{"timestamp": e.timestamp.isoformat(), "extra": e.extra or {}} for e in rows]
 
 
 if __name__ == "__main__":
