@@ -427,7 +427,7 @@ def test_logger_service_joins_cloudevents(aws, sample, tmp_path):
                    "outputs": [{"name": "probability", "datatype": "FP32", "shape": [3], "data": [0.1, 0.2, 0.3]},
                                {"name": "label", "datatype": "INT8", "shape": [3], "data": [0, 0, 1]}]}
         v1_req = json.loads(v1_json(sample, 3, 5))
-        # halves interleaved and out of order, as the agent may deliver them
+        # halves interleaved and out of order, as the logger sidecar may deliver them
         assert _event(url, "e2", "response", {"predictions": [0.4, 0.5]}) == 202
         assert _event(url, "e1", "request", v2_req) == 202
         assert _event(url, "e2", "request", v1_req) == 202

@@ -1,6 +1,6 @@
 """The logger service that an InferenceService's ``spec.predictor.logger.url`` points at (aws target).
 
-KServe's agent posts every request and response as a binary-mode CloudEvent: ``ce-id`` (the
+KServe's logger sidecar posts every request and response as a binary-mode CloudEvent: ``ce-id`` (the
 request id, shared by both halves), ``ce-type`` ``org.kubeflow.serving.inference.request`` or
 ``...response``, ``ce-inferenceservicename``, and the payload as the body. This receiver joins
 the two halves by ``ce-id`` and writes the same JSON lines as the predictor's own capture
