@@ -187,7 +187,7 @@ def test_report_sensor_times_out_cleanly(aws):
     import asyncio
     import time
 
-    from airflow.exceptions import AirflowSensorTimeout, AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
     from hybrid_mlops.triggers.drift import DriftReportTrigger
 

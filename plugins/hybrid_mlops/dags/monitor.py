@@ -69,7 +69,7 @@ def build(specs) -> list[DAG]:
             @task(task_id="signal_drift", outlets=[asset])
             def signal_drift(summary: dict, *, outlet_events=None):
                 """Emit the drift asset event (extra: report URI, violated features, window) on violations."""
-                from airflow.exceptions import AirflowSkipException
+                from airflow.sdk.exceptions import AirflowSkipException
 
                 if not summary or not summary.get("violations"):
                     raise AirflowSkipException(f"no violations in the window ({(summary or {}).get('status')})")

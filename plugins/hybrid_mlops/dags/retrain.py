@@ -49,6 +49,7 @@ def build_retrain_dag(spec: ModelSpec):
     from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, task
 
     from hybrid_mlops.assets import approved_asset_uri, drift_asset_uri
+    from hybrid_mlops.dags.deploy import deploy_tasks
     from hybrid_mlops.operators.registry import RegisterModelVersionOperator, RegistryApprovalOperator
     from hybrid_mlops.operators.sagemaker import TrainModelOperator
 
@@ -170,11 +171,9 @@ def build_retrain_dag(spec: ModelSpec):
         done = summary(register.output, evaluation["metrics"])
         [approved, rejected] >> done
 
-        deploy_first, deploy_last = _deploy_tasks(spec)
-        if deploy_first is not None:
-            deploy_switch = _deploy_switch()
-            approved >> deploy_switch >> deploy_first
-            deploy_last >> done
+        deploy_first, deploy_last = deploy_tasks(spec)
+        approved >> _deploy_switch() >> deploy_first
+        deploy_last >> done
     return dag
 
 
@@ -187,13 +186,5 @@ def _deploy_switch():
         return bool(context["params"].get("deploy", True))
 
     return deploy_requested()
-
-
-def _deploy_tasks(spec: ModelSpec):
-    try:
-        from hybrid_mlops.dags.deploy import deploy_tasks
-    except ImportError:
-        return None, None
-    return deploy_tasks(spec)
 
 

@@ -137,7 +137,27 @@ def _run(args, moto) -> int:
     events = _asset_events(drift_asset_uri(args.model))
     banner("drift asset events (they schedule retrain_%s, outside its cooldown)" % suffix)
     for event in events:
-        print(f"  {event['timestamp']}  {event['extra'].get('violated_features')}  {event['extra'].get('report_uri')}")
+        print(f"  #{event['id']} {event['timestamp']}  {event['extra'].get('violated_features')}  "
+              f"{event['extra'].get('report_uri')}")
+    if events:
+        ids = [e["id"] for e in events]
+        banner(f"{dag.dag_id} started by the drift event(s) {ids}, as the scheduler would")
+        run = run_dag(dag, conf=conf, asset_events=ids, hitl_choice=args.human_answer, responder="demo-reviewer")
+        summary = run.get_task_instance("summary").xcom_pull(task_ids="summary") if run.state == "success" else None
+        if not summary:
+            print(f"the drift-triggered retrain ended {run.state}", file=sys.stderr)
+            return 1
+        lineage = _lineage(summary["model_package_arn"])
+        print(f"version {summary['version']}: {summary['status']} ({summary['reason']})")
+        print(f"  lineage: trigger={lineage.get('trigger')} drift_report_uri={lineage.get('drift_report_uri')} "
+              f"drift_violated_features={lineage.get('drift_violated_features')}")
+        served = serving.current()
+        print(f"  serving now: version {served['version']} behind {serving.url}")
+        banner("a second drift-triggered run inside the cooldown (a drift storm): the retrain holds back")
+        again = run_dag(dag, conf=conf, asset_events=ids)
+        states = {ti.task_id: ti.state for ti in again.get_task_instances()}
+        print(f"run {again.run_id}: check_trigger {states['check_trigger']}, train {states['train']} "
+              f"(cooldown {spec_cooldown(args.model)} h)")
 
     banner("cost_report: yesterday's training and serving cost (Cost Explorer on moto)")
     from hybrid_mlops.cost.demo import demo_cost_report
@@ -204,6 +224,19 @@ def _print_violations(model: str, hour) -> None:
         print(f"  {v['feature_name']:<20} {v['constraint_check_type']:<26} {v['description'][:90]}")
 
 
+def spec_cooldown(model: str) -> float:
+    from hybrid_mlops.settings import MODELS_DIR
+    from hybrid_mlops.specs import load_spec
+
+    return load_spec(MODELS_DIR / f"{model}.yaml").schedule.drift_retrain_cooldown_hours
+
+
+def _lineage(package_arn: str) -> dict:
+    import boto3
+
+    return boto3.client("sagemaker").describe_model_package(ModelPackageName=package_arn)["CustomerMetadataProperties"]
+
+
 def _asset_events(uri: str) -> list[dict]:
     from sqlalchemy import select
 
@@ -214,7 +247,7 @@ def _asset_events(uri: str) -> list[dict]:
         rows = session.execute(
             select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id).where(AssetModel.uri == uri)
         ).scalars().all()
-        return [{"timestamp": e.timestamp.isoformat(), "extra": e.extra or {}} for e in rows]
+        return [{"id": e.id, "timestamp": e.timestamp.isoformat(), "extra": e.extra or {}} for e in rows]
 
 
 if __name__ == "__main__":

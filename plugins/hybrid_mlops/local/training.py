@@ -99,10 +99,9 @@ def run_training_job(config: dict, s3_client, *, timeout: float | None = None) -
     root = local_state_dir() / "training" / job
     shutil.rmtree(root, ignore_errors=True)
     opt = root / "opt" / "ml"
+    # CheckpointConfig.LocalPath (/opt/ml/checkpoints) maps into the scratch /opt/ml like the rest
     code, model_dir, output_dir = opt / "code", opt / "model", opt / "output" / "data"
-    checkpoints = Path(config.get("CheckpointConfig", {}).get("LocalPath") or opt / "checkpoints")
-    if not checkpoints.is_absolute() or str(checkpoints).startswith("/opt/ml"):
-        checkpoints = opt / "checkpoints"
+    checkpoints = opt / "checkpoints"
     for d in (code, model_dir, output_dir, checkpoints, opt / "input" / "config"):
         d.mkdir(parents=True, exist_ok=True)
 
@@ -137,7 +136,7 @@ def run_training_job(config: dict, s3_client, *, timeout: float | None = None) -
         "SM_CHECKPOINT_DIR": str(checkpoints),
         "SM_HOSTS": json.dumps(hosts),
         "SM_NUM_GPUS": "0",
-        "SM_HPS": json.dumps({k: v for k, v in hps.items()}),
+        "SM_HPS": json.dumps(hps),
         "SM_LOCAL_WORLD": str(count),
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": master_port,
@@ -190,7 +189,7 @@ def run_training_job(config: dict, s3_client, *, timeout: float | None = None) -
 
     out_bucket, out_prefix = split_s3(config["OutputDataConfig"]["S3OutputPath"].rstrip("/"))
     artifact_key = f"{out_prefix}/{job}/output/model.tar.gz".lstrip("/")
-    s3_client.put_object(Bucket=out_bucket, Key=artifact_key, Body=_tar_dir(model_dir), Tagging="")
+    s3_client.put_object(Bucket=out_bucket, Key=artifact_key, Body=_tar_dir(model_dir))
     if any(output_dir.iterdir()):
         s3_client.put_object(Bucket=out_bucket, Key=f"{out_prefix}/{job}/output/output.tar.gz".lstrip("/"),
                              Body=_tar_dir(output_dir))
