@@ -26,6 +26,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from hybrid_mlops import layout, settings
 from hybrid_mlops.cost import explorer, pricing, report
 from hybrid_mlops.hooks.cost import CostAlertHook, CostExplorerHook, CostMetricsHook, CostS3Hook, TrainingCostHook
+from hybrid_mlops.links.reports import CostReportLink
 
 METRIC_NAMESPACE = "HybridMLOps/Cost"
 #: CloudWatch refuses datums older than two weeks.
@@ -215,6 +216,7 @@ class CostReportOperator(AwsBaseOperator[CostS3Hook]):
         "day", "models", "bucket", "cost_explorer", "training_jobs", "predictions", "local_dir"
     )
     template_fields_renderers = {"models": "json"}
+    operator_extra_links = (CostReportLink(),)
 
     def __init__(self, *, day: str, models: list[dict[str, Any]], bucket: str, cost_explorer: Any,
                  training_jobs: Any, predictions: Any, local_dir: str | None = None, **kwargs):
@@ -256,6 +258,7 @@ class CostReportOperator(AwsBaseOperator[CostS3Hook]):
         prefix = layout.cost_report_prefix(day.isoformat())
         uris = {name: self.hook.put_text(self.bucket, prefix + name, body, ctype)
                 for name, (body, ctype) in files.items()}
+        CostReportLink.persist_prefix(context, self, self.bucket, prefix)
         local_dir = self.local_dir or (str(settings.local_state_dir() / "cost-reports") if settings.is_local() else "")
         local_paths = {}
         if local_dir:

@@ -11,6 +11,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from hybrid_mlops import layout
 from hybrid_mlops.hooks.drift import DriftHook
+from hybrid_mlops.links.reports import DriftReportLink
 
 BASELINE_FILES = ("statistics.json", "constraints.json", "evaluation.json")
 
@@ -56,6 +57,7 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
         "model", "bucket", "window_start", "drift_config", "model_package_group", "train_data_uri",
         "model_data_url", "sns_topic", "athena_database")
     template_fields_renderers = {"drift_config": "json"}
+    operator_extra_links = (DriftReportLink(),)
 
     def __init__(self, *, model: str, bucket: str, window_start: str, drift_config: dict,
                  model_package_group: str | None = None, train_data_uri: str | None = None,
@@ -141,6 +143,7 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
         summary["report_uri"] = uris["constraint_violations"]
         summary["files_written"] = sorted(uris.values())
         self.hook.put_json(summary, self.bucket, f"{out_prefix}report.json")
+        DriftReportLink.persist_prefix(context, self, self.bucket, out_prefix)
         if self.emit_metrics and docs["drift_metrics"]["features"]:
             n = self.hook.put_drift_metrics(self.model, reporting.cloudwatch_metrics(docs["drift_metrics"]), end)
             self.log.info("Put %s CloudWatch datums in %s", n, DriftHook.METRIC_NAMESPACE)

@@ -10,6 +10,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
 from hybrid_mlops.hooks.registry import ModelRegistryHook
+from hybrid_mlops.links.registry import ModelPackageLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -48,6 +49,7 @@ class RegisterModelVersionOperator(AwsBaseOperator[ModelRegistryHook]):
     template_fields_renderers: ClassVar[dict] = {
         "model_metrics": "json", "customer_metadata": "json", "metadata_properties": "json",
     }
+    operator_extra_links = (ModelPackageLink(),)
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class RegisterModelVersionOperator(AwsBaseOperator[ModelRegistryHook]):
         self.hook.ensure_group(self.model_package_group, self.group_description, self.group_tags)
         existing = self.hook.find_package(self.model_package_group, RUN_KEY, key)
         if existing:
+            self._persist_link(context)
             self.log.info("Version %s of %s was registered by an earlier try for %s; reusing it.",
                           existing["ModelPackageVersion"], self.model_package_group, key)
             return self._summary(existing, reused=True)
@@ -113,9 +116,19 @@ class RegisterModelVersionOperator(AwsBaseOperator[ModelRegistryHook]):
             request["MetadataProperties"] = self.metadata_properties
         arn = self.hook.create_package(request)
         described = self.hook.describe_package(arn)
+        self._persist_link(context)
         self.log.info("Registered %s version %s (%s)", self.model_package_group,
                       described["ModelPackageVersion"], arn)
         return self._summary(described, reused=False)
+
+    def _persist_link(self, context: Context) -> None:
+        import urllib.parse
+
+        ModelPackageLink.persist(
+            context=context, operator=self, region_name=self.hook.conn_region_name,
+            aws_partition=self.hook.conn_partition,
+            model_package_group=urllib.parse.quote(self.model_package_group, safe=""),
+        )
 
     @staticmethod
     def _summary(described: dict, reused: bool) -> dict:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator, serialize
 
 from hybrid_mlops import settings
+from hybrid_mlops.links.sagemaker import SageMakerTrainingJobLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -30,6 +31,8 @@ class TrainModelOperator(SageMakerTrainingOperator):
 
     :param config: the ``CreateTrainingJob`` request (templated).
     """
+
+    operator_extra_links = (SageMakerTrainingJobLink(),)
 
     def __init__(self, *, config: dict, deferrable: bool = True, **kwargs):
         kwargs.setdefault("check_if_job_exists", False)
@@ -57,6 +60,7 @@ class TrainModelOperator(SageMakerTrainingOperator):
         if existing:
             status = existing["TrainingJobStatus"]
             if status == "Completed" and self._artifact_ready(existing):
+                self._persist_link(context)
                 self.log.info("Training job %s already completed (an earlier try); reusing it.", name)
                 return self._result(existing, reused=True)
             if status in self.hook.failed_states or status == "Completed":
@@ -66,10 +70,21 @@ class TrainModelOperator(SageMakerTrainingOperator):
                 self.config["TrainingJobName"] = retry_name
             elif not settings.is_local():
                 self.log.info("Training job %s is %s (an earlier try); waiting for it.", name, status)
+                self._persist_link(context)
                 return self._wait_existing(name)
+        self._persist_link(context)  # the name is final (check_if_job_exists=False: no renaming on create)
         if settings.is_local():
             return self._run_local(context)
         return super().execute(context)
+
+    def _persist_link(self, context: Context) -> None:
+        import urllib.parse
+
+        SageMakerTrainingJobLink.persist(
+            context=context, operator=self, region_name=self.hook.conn_region_name,
+            aws_partition=self.hook.conn_partition,
+            job_name=urllib.parse.quote(self.config["TrainingJobName"], safe=""),
+        )
 
     def _wait_existing(self, name: str) -> dict:
         from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
