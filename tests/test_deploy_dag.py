@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from data.kserve.cluster import FakeCluster, ready_status
+from data.kserve.cluster import DEPLOYMENTS, SERVICES, FakeCluster, failed_status, ready_status
 from data.kserve.model_server import TinyV2Server
 from hybrid_mlops.serving import manifest as m
 
@@ -86,12 +86,14 @@ def test_dag_files_parse_without_kubernetes_or_network():
 @pytest.fixture
 def clusters(monkeypatch):
     """One kmock API server per region, Kubernetes connections kserve_<region>, a controller thread
-    per cluster that marks every new spec Ready with a URL served by a tiny real v2 server."""
+    per cluster that marks every new spec Ready with a URL served by a tiny real v2 server, except the
+    versions listed in ``failing[region]``, which it marks failed (the revision never becomes Ready)."""
     server = TinyV2Server()
     fakes = {r: FakeCluster().start() for r in REGIONS}
+    failing: dict[str, set[int]] = {r: set() for r in REGIONS}
     stop = threading.Event()
 
-    def controller(cluster):
+    def controller(region, cluster):
         seen = None
         while not stop.wait(0.02):
             isvc = cluster.get("fraud-detection", "models")
@@ -101,17 +103,20 @@ def clusters(monkeypatch):
             if key != seen:
                 seen = key
                 canary = isvc["spec"]["predictor"].get("canaryTrafficPercent")
-                cluster.set_status("fraud-detection", "models",
-                                   ready_status(server.url, latest_url=server.url if canary else None))
+                if m.served_ref(isvc).version in failing[region]:
+                    status = failed_status("container kserve-container: OOMKilled (exit code 137)")
+                else:
+                    status = ready_status(server.url, latest_url=server.url if canary else None)
+                cluster.set_status("fraud-detection", "models", status)
 
-    threads = [threading.Thread(target=controller, args=(c,), daemon=True) for c in fakes.values()]
+    threads = [threading.Thread(target=controller, args=rc, daemon=True) for rc in fakes.items()]
     for t in threads:
         t.start()
     for region, cluster in fakes.items():
         monkeypatch.setenv(f"AIRFLOW_CONN_KSERVE_{region.replace('-', '_').upper()}", cluster.connection_uri_env())
     monkeypatch.setenv("HYBRID_MLOPS_TARGET", "aws")
     monkeypatch.setenv("HYBRID_MLOPS_KUBERNETES_CONN_ID", "kserve_{region}")
-    yield fakes, server
+    yield fakes, server, failing
     stop.set()
     for t in threads:
         t.join(2)
@@ -134,7 +139,7 @@ def conf(**overrides) -> dict:
 
 
 def test_deploy_dag_on_eks_regions_canary_promote_rerun_and_rollback(aws, airflow_db, clusters):
-    fakes, server = clusters
+    fakes, server, _ = clusters
     v1, v2 = register(b"one"), register(b"two")
     register(b"three", status="PendingManualApproval")
     dag = aws_deploy_dag()
@@ -174,6 +179,40 @@ def test_deploy_dag_on_eks_regions_canary_promote_rerun_and_rollback(aws, airflo
 
     run = dag.test(run_conf=conf(version="3"))
     assert run.state == "failed" and states(run)[("resolve_model_package", -1)] == "failed"
+
+
+def test_partial_region_failure_records_the_regions_that_succeeded(aws, airflow_db, clusters):
+    """eu-west-1's canary of version 2 never becomes Ready: that region rolls back to version 1, the two
+    others serve version 2 and are recorded in the registry, and the run still fails (no asset event)."""
+    fakes, _, failing = clusters
+    v1, v2 = register(b"one"), register(b"two")
+    dag = aws_deploy_dag()
+    states = lambda run: {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}  # noqa: E731
+    assert dag.test(run_conf=conf(version="1")).state == "success"
+    # the capture logger the InferenceService logs to was applied in every region
+    for cluster in fakes.values():
+        assert cluster.get("capture-logger", "models", DEPLOYMENTS)
+        assert cluster.get("capture-logger", "models", SERVICES)
+    events = deployed_events()
+
+    failing["eu-west-1"].add(2)
+    run = dag.test(run_conf=conf(version="2"))
+    assert run.state == "failed", states(run)
+    deploy_states = {ti.map_index: ti.state for ti in run.get_task_instances() if ti.task_id == "deploy_kserve"}
+    assert sorted(deploy_states.values()) == ["failed", "success", "success"], deploy_states
+    assert states(run)[("record_deployment", -1)] == "failed"
+    assert m.served_ref(fakes["eu-west-1"].get("fraud-detection", "models")).version == 1  # rolled back
+    for region in ("us-west-2", "ap-northeast-2"):
+        assert m.served_ref(fakes[region].get("fraud-detection", "models")).version == 2
+    assert metadata(v2["ModelPackageArn"])["deployed_regions"] == "ap-northeast-2,us-west-2"
+    assert metadata(v1["ModelPackageArn"])["deployed_regions"] == ",".join(sorted(REGIONS))
+    assert len(deployed_events()) == len(events)  # a partial rollout emits no "deployed" event
+
+    failing["eu-west-1"].clear()  # fixed: re-run the failed region alone
+    run = dag.test(run_conf=conf(version="2", regions=["eu-west-1"]))
+    assert run.state == "success", states(run)
+    assert metadata(v2["ModelPackageArn"])["deployed_regions"] == ",".join(sorted(REGIONS))
+    assert deployed_events()[-1]["regions"] == ["eu-west-1"]
 
 
 REAL = (ROOT / ".venv-serve" / "bin" / "python").exists() and (ROOT / "include/serving/predictor/__main__.py").exists()

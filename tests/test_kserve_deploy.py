@@ -1,6 +1,6 @@
 """The Kubernetes deploy path against a real HTTP Kubernetes API (kmock), the test playing KServe's
 controller: first deploy, canary -> promote, canary -> rollback (not Ready, and failed smoke test),
-and a re-run that changes nothing."""
+a re-run that changes nothing, and the capture logger's Deployment and Service applied beside it."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import threading
 import pytest
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
-from data.kserve.cluster import FakeCluster, failed_status, ready_status
+from data.kserve.cluster import DEPLOYMENTS, SERVICES, FakeCluster, failed_status, ready_status
 from data.kserve.model_server import TinyV2Server
 from hybrid_mlops.operators.kserve import DeployInferenceServiceOperator
 from hybrid_mlops.serving import manifest as m
 from hybrid_mlops.triggers.kserve import InferenceServiceReadyTrigger
 
 NAME, NS = "fraud-detection", "models"
+BUCKET = "hybrid-mlops-test"
 
 
 def ref(version: int) -> dict:
@@ -60,6 +61,7 @@ def operator(spec, version: int, **kwargs) -> DeployInferenceServiceOperator:
         package=ref(version),
         region="us-west-2",
         kubernetes_conn_id="kserve_{region}",
+        capture_bucket=BUCKET,
         check_interval=0.05,
         timeout=20,
         **kwargs,
@@ -198,7 +200,8 @@ def test_canary_off_goes_straight_to_full(spec, cluster, model_server):
 def test_timeout_without_previous_fails_with_last_status(spec, cluster):
     op = DeployInferenceServiceOperator(
         task_id="t", model_name="other-model", serving=spec.serving.model_dump(), package=ref(1),
-        region="us-west-2", kubernetes_conn_id="kserve_{region}", check_interval=0.05, timeout=0.3,
+        region="us-west-2", kubernetes_conn_id="kserve_{region}", capture_bucket=BUCKET, check_interval=0.05,
+        timeout=0.3,
     )
     with pytest.raises(AirflowException, match=r"no previous version.*\(timeout\)"):
         run_deploy(op, cluster, lambda isvc: None)
@@ -241,3 +244,44 @@ def test_eks_kube_config_mints_a_token(aws):
     assert out.returncode == 0, out.stderr[-2000:]
     cred = json.loads(out.stdout)
     assert cred["kind"] == "ExecCredential" and cred["status"]["token"].startswith("k8s-aws-v1.")
+
+
+def test_capture_logger_is_applied_before_the_inference_service_and_kept_in_sync(spec, cluster, model_server):
+    """The logger_url's Service and its Deployment exist before the InferenceService is written; a re-run
+    writes nothing; a changed bucket is merge-patched onto the live Deployment."""
+    logger = "capture-logger"  # the host of spec.serving.logger_url
+    run_deploy(operator(spec, 30), cluster, serves_ready(model_server))
+    deployment, service = cluster.get(logger, NS, DEPLOYMENTS), cluster.get(logger, NS, SERVICES)
+    assert deployment is not None and service is not None
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == spec.serving.image
+    assert container["command"] == ["python", "-m", "predictor.logger_service"]
+    assert container["args"][container["args"].index("--capture-bucket") + 1] == BUCKET
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == spec.serving.service_account
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    writes = cluster.writes()
+    first_logger = min(i for i, w in enumerate(writes) if "/deployments" in w or "/services" in w)
+    first_isvc = min(i for i, w in enumerate(writes) if "/inferenceservices" in w)
+    assert first_logger < first_isvc, writes
+
+    before = len(cluster.writes())  # version 30 again: the logger is up to date, nothing is written
+    result, _ = run_deploy(operator(spec, 30), cluster, lambda isvc: None)
+    assert result["outcome"] == "unchanged" and len(cluster.writes()) == before
+
+    op = operator(spec, 30)
+    op.capture_bucket = "other-bucket"
+    run_deploy(op, cluster, lambda isvc: None)
+    new = cluster.writes()[before:]
+    assert [w.split()[0].upper().rsplit(".", 1)[-1] for w in new] == ["PATCH"], new
+    args = cluster.get(logger, NS, DEPLOYMENTS)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--capture-bucket") + 1] == "other-bucket"
+    assert cluster.get(logger, NS, SERVICES)["spec"]["ports"][0]["port"] == 80
+
+
+def test_logger_url_without_capture_bucket_fails_before_any_write(spec, cluster):
+    op = operator(spec, 31)
+    op.capture_bucket = None
+    before = len(cluster.writes())
+    with pytest.raises(AirflowException, match="needs capture_bucket"):
+        op.execute({"ti": FakeTI()})
+    assert len(cluster.writes()) == before

@@ -116,3 +116,105 @@ def test_schema_rejects_wrong_types(spec):
     isvc["spec"]["predictor"]["scaleMetric"] = "gpu"
     with pytest.raises(m.ManifestError, match="scaleMetric"):
         m.validate(isvc)
+
+
+# -- the capture logger ---------------------------------------------------------------------------
+
+def test_logger_deployment_and_service_are_consistent(spec):
+    deployment, service = m.validate_logger(*m.render_logger(spec.name, spec.serving, "hybrid-mlops-test",
+                                                             extra_labels=spec.cost_tags()))
+    assert (deployment["apiVersion"], deployment["kind"]) == ("apps/v1", "Deployment")
+    assert (service["apiVersion"], service["kind"]) == ("v1", "Service")
+    # named from the host of serving.logger_url, in the predictor's namespace
+    assert spec.serving.logger_url == "http://capture-logger.models.svc.cluster.local"
+    assert deployment["metadata"]["name"] == service["metadata"]["name"] == "capture-logger"
+    assert deployment["metadata"]["namespace"] == service["metadata"]["namespace"] == spec.serving.namespace
+    pod = deployment["spec"]["template"]
+    match = deployment["spec"]["selector"]["matchLabels"]
+    assert match.items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert pod["spec"]["serviceAccountName"] == spec.serving.service_account  # IRSA: the role writes capture/
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == spec.serving.image
+    args = container["args"]
+    port = int(args[args.index("--port") + 1])
+    assert [p["containerPort"] for p in container["ports"]] == [port]
+    assert container["readinessProbe"]["httpGet"]["port"] == port
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}]
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("http://capture-logger", ("capture-logger", 80)),
+    ("http://capture-logger.models:8081", ("capture-logger", 8081)),
+    ("http://capture-logger.models.svc.cluster.local:9000", ("capture-logger", 9000)),
+])
+def test_logger_target_from_url(url, expected):
+    target = m.logger_target(url, "models")
+    assert (target.name, target.port) == expected and target.namespace == "models"
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("https://capture-logger.models.svc.cluster.local", "must be http://"),
+    ("http://capture-logger.other.svc.cluster.local", "names namespace 'other'"),
+    ("http://logger.example.com", "cluster DNS name"),
+    ("http://Capture_Logger.models", "DNS-1035"),
+])
+def test_logger_target_rejects(url, expected):
+    with pytest.raises(m.ManifestError, match=expected):
+        m.logger_target(url, "models")
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d, s: d["spec"]["selector"]["matchLabels"].update(app="x"), "match the pod template"),
+    (lambda d, s: s["spec"].update(selector={"app": "x"}), "select the Deployment's pods"),
+    (lambda d, s: s["spec"]["ports"][0].update(targetPort=9999), "targetPort 9999"),
+    (lambda d, s: d["spec"]["template"]["spec"]["containers"][0]["ports"][0].update(containerPort=1), "--port 8080"),
+    (lambda d, s: d.update(apiVersion="extensions/v1beta1"), "apps/v1/Deployment"),
+])
+def test_logger_validation_rejects(spec, mutate, expected):
+    deployment, service = m.render_logger(spec.name, spec.serving, "b")
+    mutate(deployment, service)
+    with pytest.raises(m.ManifestError, match=expected):
+        m.validate_logger(deployment, service)
+
+
+SERVE_PY = ROOT / ".venv-serve" / "bin" / "python"
+
+
+@pytest.mark.skipif(not SERVE_PY.exists(), reason=".venv-serve is not installed (bin/setup)")
+def test_rendered_logger_command_starts_and_answers_its_readiness_probe(spec, tmp_path):
+    """The rendered command and arguments start the real logger service; the probe path answers 200."""
+    import os
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    deployment, _ = m.render_logger(spec.name, spec.serving, "hybrid-mlops-test")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    args = list(container["args"])
+    args[args.index("--port") + 1] = str(free)  # the pod's port may be taken here; the flag is what is checked
+    cmd = [str(SERVE_PY), *container["command"][1:], *args, "--host", "127.0.0.1"]
+    env = {"PATH": os.environ["PATH"], "AWS_DEFAULT_REGION": "us-west-2", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "x"}
+    log = (tmp_path / "logger.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=ROOT / "include" / "serving", env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        probe = container["readinessProbe"]["httpGet"]["path"]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{free}{probe}", timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "logger.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, "the logger did not answer its readiness probe"
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -9,6 +9,9 @@ approval gate) and returns its first and last task::
 
 On ``aws`` each mapped task rolls the version out to ``serving.cluster_name`` in its region (canary,
 smoke test, promote or roll back: :class:`~hybrid_mlops.operators.kserve.DeployInferenceServiceOperator`).
+``record_deployment`` waits for every region (``all_done_min_one_success``): when some regions fail
+and roll back, it still records the regions that now serve the version, then fails the run naming
+the others. It is skipped when the deploy was skipped, and upstream-failed when nothing deployed.
 ``HYBRID_MLOPS_KUBERNETES_CONN_ID`` (e.g. ``kserve_{region}``) names Kubernetes connections to use
 instead of EKS. Nothing here creates a client or reads anything but the spec at parse time.
 """
@@ -80,7 +83,7 @@ def deploy_tasks(spec: ModelSpec, *, version: str = LATEST, regions: list[str] |
     package = _resolve_task(spec)(version)
     if settings.is_local():
         result = _serve_locally_task(spec)(package)
-        served = result
+        region_list = ["local"]
     else:
         from hybrid_mlops.operators.kserve import DeployInferenceServiceOperator
 
@@ -99,12 +102,13 @@ def deploy_tasks(spec: ModelSpec, *, version: str = LATEST, regions: list[str] |
             cluster_name=spec.serving.cluster_name,
             aws_conn_id=settings.aws_conn_id(),
             extra_labels=spec.cost_tags(),
+            capture_bucket=settings.bucket(),
             timeout=spec.serving.ready_timeout_seconds,
             deferrable=True,
             map_index_template="{{ task.region }}",
         ).expand(region=region_list)
         result = served.output
-    record = _record_task(spec)(package, result)
+    record = _record_task(spec)(package, result, region_list)
     return package.operator, record.operator
 
 
@@ -186,23 +190,35 @@ def _serve_locally_task(spec: ModelSpec):
 def _record_task(spec: ModelSpec):
     asset = Asset(deployed_asset_uri(spec.name))
 
-    @task(task_id="record_deployment", outlets=[asset])
-    def record_deployment(package: dict, results, **context) -> dict:
+    # Runs once every region is done and at least one upstream task succeeded, so a partial rollout
+    # is recorded too; skipped when the deploy was skipped (retrain: rejected, or deploy=False).
+    @task(task_id="record_deployment", outlets=[asset], trigger_rule="all_done_min_one_success")
+    def record_deployment(package: dict | None, results, regions_asked, **context) -> dict:
         """Registry metadata (deployed_regions, deployed_at) and a ``deployed`` asset event.
 
-        Skipped (no event) when every region already served this version and the registry says so.
+        Records only the regions whose deploy succeeded. When others failed (and rolled back), the
+        succeeded ones are still recorded, then the task fails naming the failed regions: no asset
+        event, and the run fails. Skipped (no event) when every region already served this version
+        and the registry says so.
         """
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from hybrid_mlops.hooks.registry import ModelRegistryHook
 
+        if not package:
+            raise AirflowFailException("resolve_model_package returned no package: nothing to record")
+        if results is None:
+            results = []
         results = [results] if isinstance(results, dict) else [r for r in results if r]
         regions = sorted({r["region"] for r in results})
+        failed = sorted(set(regions_asked or []) - set(regions))
+        if not regions:
+            raise AirflowFailException(f"version {package['version']} was deployed to no region; failed: {failed}")
         hook = ModelRegistryHook(aws_conn_id=settings.aws_conn_id(), region_name=settings.region())
         arn = package["package_arn"]
         props = hook.describe_package(arn).get("CustomerMetadataProperties") or {}
         known = {r for r in props.get("deployed_regions", "").split(",") if r}
-        if all(r["outcome"] == "unchanged" for r in results) and set(regions) <= known:
+        if not failed and all(r["outcome"] == "unchanged" for r in results) and set(regions) <= known:
             raise AirflowSkipException(f"version {package['version']} already served in {regions}: nothing to record")
         deployed_at = datetime.now().astimezone().isoformat(timespec="seconds")
         hook.update_metadata(arn, {
@@ -210,6 +226,12 @@ def _record_task(spec: ModelSpec):
             "deployed_at": deployed_at,
             "deployed_target": settings.target(),
         })
+        if failed:  # a retry of this task cannot fix a region: fail without one
+            raise AirflowFailException(
+                f"version {package['version']} is recorded as deployed to {regions}; the deploy failed in "
+                f"{failed} (see deploy_kserve for those regions: they were rolled back where a previous "
+                f"version existed). Deploy them again with deploy_{spec.dag_suffix} and regions={failed}."
+            )
         extra = {
             "version": int(package["version"]),
             "package_arn": arn,

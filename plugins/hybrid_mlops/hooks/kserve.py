@@ -98,7 +98,8 @@ class KServeHook(KubernetesHook):
     """InferenceService operations on one cluster, on top of the provider's :class:`KubernetesHook`.
 
     Adds what the provider lacks: ``patch_custom_object`` (JSON merge patch) and an idempotent
-    ``apply`` (get, then create or merge-patch; a create that meets 409 falls back to patch).
+    ``apply`` (get, then create or merge-patch; a create that meets 409 falls back to patch), for
+    InferenceServices and for the capture logger's Deployment and Service.
 
     .. seealso::
         https://kserve.github.io/website/docs/reference/crd-api
@@ -189,6 +190,64 @@ class KServeHook(KubernetesHook):
     def patch_inference_service(self, name: str, namespace: str, body: dict) -> dict:
         """Merge-patch an existing InferenceService (promote, roll back)."""
         return self._patch(name, namespace, body)
+
+    # -- built-in kinds (the capture logger's Deployment and Service) ------------------------------
+
+    #: kind -> (the provider hook's client property, the client's method suffix)
+    NAMESPACED_KINDS = {
+        "Deployment": ("apps_v1_client", "namespaced_deployment"),
+        "Service": ("core_v1_client", "namespaced_service"),
+    }
+
+    def _kind_api(self, kind: str):
+        if kind not in self.NAMESPACED_KINDS:
+            raise ValueError(f"kind {kind!r} is not one of {sorted(self.NAMESPACED_KINDS)}")
+        attr, suffix = self.NAMESPACED_KINDS[kind]
+        return getattr(self, attr), suffix
+
+    def get_namespaced_object(self, kind: str, name: str, namespace: str) -> dict | None:
+        """A Deployment or Service as a plain dict (API field names), or ``None`` when there is none."""
+        from kubernetes.client.rest import ApiException
+
+        api, suffix = self._kind_api(kind)
+        try:
+            obj = generic_api_retry(getattr(api, f"read_{suffix}"))(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return self.api_client.sanitize_for_serialization(obj)
+
+    def apply_namespaced_object(self, manifest: dict) -> tuple[dict, str]:
+        """Create a Deployment or Service, or merge-patch it when it differs from ``manifest``.
+
+        Idempotent: a live object that already has every field of ``manifest`` is left alone, and a
+        create that meets 409 becomes a patch (a create is never retried blindly). Returns
+        ``(object, "created"|"patched"|"unchanged")``.
+        """
+        from kubernetes.client.rest import ApiException
+
+        kind, meta = manifest["kind"], manifest["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        api, suffix = self._kind_api(kind)
+        live = self.get_namespaced_object(kind, name, namespace)
+        if live is None:
+            try:
+                created = getattr(api, f"create_{suffix}")(namespace, manifest)
+                self.log.info("Created %s %s/%s", kind, namespace, name)
+                return self.api_client.sanitize_for_serialization(created), "created"
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+                self.log.info("%s %s/%s appeared meanwhile (409); patching it", kind, namespace, name)
+        elif m.is_applied(manifest, live):
+            self.log.info("%s %s/%s is up to date", kind, namespace, name)
+            return live, "unchanged"
+        patched = generic_api_retry(getattr(api, f"patch_{suffix}"))(
+            name, namespace, manifest, _content_type="application/merge-patch+json"
+        )
+        self.log.info("Patched %s %s/%s", kind, namespace, name)
+        return self.api_client.sanitize_for_serialization(patched), "patched"
 
     # -- state ------------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 ::
 
-    execute            render + validate -> apply (canary unless first deploy) -> defer (Ready?)
+    execute            capture logger (Deployment + Service, when serving.logger_url is set)
+                       -> render + validate -> apply (canary unless first deploy) -> defer (Ready?)
     execute_complete   canary set: smoke test the new revision -> promote (drop canaryTrafficPercent)
                        -> defer again; no canary: smoke test -> done
                        ... or roll back to the previous version and fail, quoting the reason
@@ -60,7 +61,10 @@ class DeployInferenceServiceOperator(BaseOperator):
     :param cluster_name: EKS cluster name, may contain ``{region}`` (templated); used when no
         ``kubernetes_conn_id`` is given.
     :param aws_conn_id: AWS connection for ``eks:DescribeCluster``.
-    :param extra_labels: labels added to the InferenceService (cost-allocation tags) (templated).
+    :param extra_labels: labels added to the InferenceService and the capture logger (cost-allocation
+        tags) (templated).
+    :param capture_bucket: bucket the capture logger writes to; required when ``serving.logger_url``
+        is set, which makes the task apply the logger's Deployment and Service first (templated).
     :param smoke_rows: rows in the v2 smoke-test request.
     :param check_interval: seconds between readiness polls.
     :param max_attempts: readiness polls before giving up (``None``: bounded by ``timeout`` only).
@@ -70,7 +74,7 @@ class DeployInferenceServiceOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "model_name", "serving", "package", "region", "canary", "kubernetes_conn_id", "cluster_name",
-        "extra_labels",
+        "extra_labels", "capture_bucket",
     )
     template_fields_renderers = {"serving": "json", "package": "json", "extra_labels": "json"}
     operator_extra_links = (InferenceServiceLink(),)
@@ -88,6 +92,7 @@ class DeployInferenceServiceOperator(BaseOperator):
         cluster_name: str | None = "mlops-{region}",
         aws_conn_id: str | None = "aws_default",
         extra_labels: dict[str, str] | None = None,
+        capture_bucket: str | None = None,
         smoke_rows: int = 8,
         check_interval: float = 10.0,
         max_attempts: int | None = None,
@@ -111,6 +116,7 @@ class DeployInferenceServiceOperator(BaseOperator):
         self.cluster_name = cluster_name
         self.aws_conn_id = aws_conn_id
         self.extra_labels = extra_labels
+        self.capture_bucket = capture_bucket
         self.smoke_rows = smoke_rows
         self.check_interval = check_interval
         self.max_attempts = max_attempts
@@ -185,6 +191,27 @@ class DeployInferenceServiceOperator(BaseOperator):
         except m.ManifestError as err:
             raise AirflowFailException(str(err)) from None
 
+    def _apply_logger(self) -> None:
+        """Create or update the capture logger ``serving.logger_url`` points at (before the InferenceService,
+        so the first logged request finds it); nothing when no logger is configured."""
+        if not self.serving_spec.logger_url:
+            return
+        if not self.capture_bucket:
+            raise AirflowFailException(
+                f"{self.task_id}: serving.logger_url={self.serving_spec.logger_url!r} needs capture_bucket "
+                "(the artifacts bucket the logger writes to); pass it, or unset serving.logger_url"
+            )
+        try:
+            manifests = m.validate_logger(*m.render_logger(
+                self.model_name, self.serving_spec, self.capture_bucket, extra_labels=self.extra_labels,
+            ))
+        except m.ManifestError as err:
+            raise AirflowFailException(f"{self.task_id}: {err}") from None
+        for manifest in manifests:
+            _, action = self.hook.apply_namespaced_object(manifest)
+            self.log.info("Capture logger %s %s/%s: %s", manifest["kind"], self.namespace,
+                          manifest["metadata"]["name"], action)
+
     def _wait(self, context):
         """Defer until Ready/failed; ``execute_complete`` reads what to do next from the live object."""
         from hybrid_mlops.triggers.kserve import InferenceServiceReadyTrigger
@@ -211,6 +238,7 @@ class DeployInferenceServiceOperator(BaseOperator):
         from hybrid_mlops.hooks.kserve import KServeHook
 
         ref = self._ref()
+        self._apply_logger()
         live = self.hook.get_inference_service(self.name, self.namespace)
         served, rollback_to = m.served_ref(live), m.previous_ref(live)
         state, message = KServeHook.state_from_response(live)

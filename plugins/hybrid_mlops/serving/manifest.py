@@ -16,9 +16,15 @@ Two predictor flavours, chosen by ``serving.runtime``:
     Triton repository under ``triton/<model>/`` (``config.pbtxt``, ``1/model.onnx``), so the server is
     pointed at ``/mnt/models/triton`` and loads the one model explicitly.
 
+The capture logger (``serving.logger_url``): the InferenceService's logger posts every request and
+response there, so the URL must resolve to a Service. :func:`render_logger` renders that Service
+(named from the URL's host) and the Deployment behind it: the predictor image running
+``python -m predictor.logger_service``, which joins the two halves and writes capture files to S3.
+
 .. seealso::
     KServe v1beta1 API: https://kserve.github.io/website/docs/reference/crd-api
     Canary rollout: https://kserve.github.io/website/docs/model-serving/predictive-inference/rollout-strategies/canary
+    Inference logger: https://kserve.github.io/website/docs/model-serving/predictive-inference/logger/logger
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import urllib.parse
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
@@ -257,6 +264,204 @@ def as_patch(manifest: dict) -> dict:
     patch["spec"]["predictor"].setdefault("canaryTrafficPercent", None)
     patch["metadata"]["annotations"].setdefault(ANN_PREVIOUS, None)
     return patch
+
+
+# -- the capture logger -----------------------------------------------------------------------------
+
+LOGGER_CONTAINER = "capture-logger"
+LOGGER_PORT = 8080  # the logger's --port inside the pod; the Service maps the URL's port onto it
+LOGGER_HEALTH_PATH = "/healthz"  # the logger answers any GET with 200 {"status":"ok"}
+LOGGER_REPLICAS = 2
+LOGGER_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
+#: Longer than the logger's default --capture-flush-seconds (30): SIGTERM flushes buffered capture.
+LOGGER_GRACE_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class LoggerTarget:
+    """Where ``serving.logger_url`` points: a Service ``name`` in ``namespace`` on ``port``."""
+
+    name: str
+    namespace: str
+    port: int
+
+
+def logger_target(logger_url: str, namespace: str) -> LoggerTarget:
+    """The Service ``logger_url`` names: ``http://<name>[.<namespace>[.svc[.cluster.local]]][:<port>]``.
+
+    :param logger_url: ``serving.logger_url``.
+    :param namespace: ``serving.namespace``; the logger runs there, beside the predictor and with its
+        service account, so a URL naming another namespace is refused.
+    """
+    url = urllib.parse.urlsplit(logger_url)
+    host = (url.hostname or "").lower()
+    labels = host.split(".")
+    where = f"serving.logger_url={logger_url!r}"
+    if url.scheme != "http" or not host:
+        raise ManifestError(
+            f"{where} must be http://<service>.<namespace>.svc.cluster.local (the logger serves plain HTTP)"
+        )
+    if len(labels) > 1 and labels[2:] not in ([], ["svc"], ["svc", "cluster", "local"]):
+        raise ManifestError(
+            f"{where}: the host must be a Service's cluster DNS name <service>.<namespace>.svc.cluster.local"
+        )
+    name = labels[0]
+    if not ISVC_NAME.match(name) or len(name) > ISVC_NAME_MAX:
+        raise ManifestError(f"{where}: service name {name!r} must match {ISVC_NAME.pattern} (DNS-1035 label)")
+    if len(labels) > 1 and labels[1] != namespace:
+        raise ManifestError(
+            f"{where} names namespace {labels[1]!r}, but the logger is deployed to serving.namespace={namespace!r}; "
+            f"use http://{name}.{namespace}.svc.cluster.local"
+        )
+    try:
+        port = url.port or 80
+    except ValueError:
+        raise ManifestError(f"{where}: the port is not a number") from None
+    return LoggerTarget(name=name, namespace=namespace, port=port)
+
+
+def render_logger(
+    model: str,
+    serving: Any,
+    capture_bucket: str,
+    *,
+    namespace: str | None = None,
+    extra_labels: dict[str, str] | None = None,
+) -> tuple[dict, dict]:
+    """``(Deployment, Service)`` of the capture logger that ``serving.logger_url`` points at.
+
+    The Deployment runs ``serving.image`` as ``python -m predictor.logger_service`` under
+    ``serving.service_account`` (its IAM role, through IRSA, needs ``s3:PutObject`` on
+    ``capture/`` of the bucket), with a readiness probe on the logger's health path. The Service is
+    named from the URL's host and maps the URL's port onto the logger's ``--port``. The logger pairs a
+    request with its response in memory, so the Service pins each client (one predictor pod's logger)
+    to one replica with ``sessionAffinity: ClientIP``.
+
+    :param model: model name: the logger's ``--model-name`` for events that do not name their service.
+    :param serving: the model's ``ServingSpec`` (``logger_url`` must be set).
+    :param capture_bucket: the bucket the capture files go to (``--capture-bucket``).
+    :param namespace: overrides ``serving.namespace``.
+    :param extra_labels: more labels (cost-allocation tags), sanitized to valid label values.
+    """
+    if not serving.logger_url:
+        raise ManifestError("serving.logger_url is not set: there is no logger to render")
+    if not capture_bucket:
+        raise ManifestError("the capture logger needs a capture bucket (HYBRID_MLOPS_BUCKET)")
+    target = logger_target(serving.logger_url, namespace or serving.namespace)
+    selector = {"app.kubernetes.io/name": target.name, "app.kubernetes.io/part-of": "hybrid-mlops"}
+    labels = {label_value(k)[:63]: label_value(v) for k, v in (extra_labels or {}).items() if label_value(v)}
+    labels.update(selector)
+    labels["app.kubernetes.io/component"] = "capture-logger"
+    metadata = {"name": target.name, "namespace": target.namespace, "labels": labels}
+    container = {
+        "name": LOGGER_CONTAINER,
+        "image": serving.image,
+        "command": ["python", "-m", "predictor.logger_service"],
+        "args": [
+            "--capture-bucket", capture_bucket,
+            "--port", str(LOGGER_PORT),
+            "--model-name", model,
+        ],
+        "ports": [{"name": "http", "containerPort": LOGGER_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": LOGGER_HEALTH_PATH, "port": LOGGER_PORT},
+            "periodSeconds": 5,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": LOGGER_HEALTH_PATH, "port": LOGGER_PORT},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 20,
+        },
+        "resources": copy.deepcopy(LOGGER_RESOURCES),
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": copy.deepcopy(metadata),
+        "spec": {
+            "replicas": LOGGER_REPLICAS,
+            "selector": {"matchLabels": dict(selector)},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "serviceAccountName": serving.service_account,
+                    "terminationGracePeriodSeconds": LOGGER_GRACE_SECONDS,
+                    "containers": [container],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": copy.deepcopy(metadata),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": dict(selector),
+            "sessionAffinity": "ClientIP",
+            "ports": [{"name": "http", "port": target.port, "targetPort": LOGGER_PORT, "protocol": "TCP"}],
+        },
+    }
+    return deployment, service
+
+
+def logger_errors(deployment: dict, service: dict) -> list[str]:
+    """What makes a logger Deployment/Service pair unusable: kinds, names, selectors and ports."""
+    errors = []
+    if deployment.get("apiVersion") != "apps/v1" or deployment.get("kind") != "Deployment":
+        errors.append("Deployment: apiVersion/kind must be apps/v1/Deployment")
+    if service.get("apiVersion") != "v1" or service.get("kind") != "Service":
+        errors.append("Service: apiVersion/kind must be v1/Service")
+    for what, obj in (("Deployment", deployment), ("Service", service)):
+        name = (obj.get("metadata") or {}).get("name", "")
+        if not ISVC_NAME.match(name) or len(name) > ISVC_NAME_MAX:
+            errors.append(f"{what}: metadata.name={name!r} must be a DNS-1035 label")
+    spec = deployment.get("spec") or {}
+    match = (spec.get("selector") or {}).get("matchLabels") or {}
+    template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if not match or any(template_labels.get(k) != v for k, v in match.items()):
+        errors.append(
+            f"Deployment: spec.selector.matchLabels {match} must be non-empty and match the pod template's labels"
+        )
+    svc_selector = (service.get("spec") or {}).get("selector") or {}
+    if not svc_selector or any(template_labels.get(k) != v for k, v in svc_selector.items()):
+        errors.append(f"Service: spec.selector {svc_selector} must be non-empty and select the Deployment's pods")
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    args = containers[0].get("args", []) if containers else []
+    try:
+        listen = int(args[args.index("--port") + 1])
+    except (ValueError, IndexError):
+        errors.append("Deployment: the logger container must be started with --port <n>")
+        listen = None
+    if listen is not None:
+        container_ports = {p.get("containerPort") for p in containers[0].get("ports", [])}
+        if listen not in container_ports:
+            errors.append(f"Deployment: containerPort {sorted(container_ports)} must include --port {listen}")
+        for port in (service.get("spec") or {}).get("ports") or []:
+            if port.get("targetPort") != listen:
+                errors.append(f"Service: targetPort {port.get('targetPort')} must be the logger's --port {listen}")
+    return errors
+
+
+def validate_logger(deployment: dict, service: dict) -> tuple[dict, dict]:
+    """Raise :class:`ManifestError` listing every problem of the logger pair; return it."""
+    errors = logger_errors(deployment, service)
+    if errors:
+        raise ManifestError("capture logger manifests are invalid:\n  " + "\n  ".join(errors))
+    return deployment, service
+
+
+def is_applied(desired: Any, live: Any) -> bool:
+    """True when every field of ``desired`` has that value in ``live`` (server-added fields ignored).
+
+    Maps compare key by key, lists element by element (same length), scalars by value: a re-apply of
+    an unchanged manifest then writes nothing.
+    """
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and is_applied(v, live[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(desired) == len(live) and all(map(is_applied, desired, live))
+    return desired == live
 
 
 # -- reading a live object ------------------------------------------------------------------------

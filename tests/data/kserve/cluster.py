@@ -1,4 +1,5 @@
-"""A Kubernetes API for the tests: kmock's emulator serving the InferenceService kind over HTTP.
+"""A Kubernetes API for the tests: kmock's emulator serving InferenceServices, and the Deployments and
+Services of the capture logger, over HTTP.
 
 kmock is asyncio and the Kubernetes client synchronous, so the emulator runs in its own thread and
 loop. The test plays KServe's controller by writing ``.status`` (Ready, failed, URLs).
@@ -13,10 +14,11 @@ import threading
 import kmock
 
 G, V, P = "serving.kserve.io", "v1beta1", "inferenceservices"
+DEPLOYMENTS, SERVICES = ("apps", "v1", "deployments"), ("", "v1", "services")
 
 
 class FakeCluster:
-    """kmock on 127.0.0.1 with the InferenceService CRD registered; records every request."""
+    """kmock on 127.0.0.1 with the InferenceService CRD, Deployments and Services; records every request."""
 
     def __init__(self):
         self.url = ""
@@ -30,6 +32,8 @@ class FakeCluster:
         async def main():
             async with kmock.KubernetesEmulator() as emu, kmock.Server(emu) as srv:
                 emu.resources[f"{G}/{V}/{P}"] = kmock.ResourceInfo(kind="InferenceService", namespaced=True)
+                emu.resources["apps/v1/deployments"] = kmock.ResourceInfo(kind="Deployment", namespaced=True)
+                emu.resources["v1/services"] = kmock.ResourceInfo(kind="Service", namespaced=True)
                 emu[kmock.action.CREATE] << 201 << (lambda req: req.data)  # the client decodes only 201
                 self._box.update(emu=emu, stop=asyncio.Event(), loop=asyncio.get_running_loop())
                 self.url = str(srv.url).rstrip("/")
@@ -59,8 +63,8 @@ class FakeCluster:
     def connection_uri_env(self) -> str:
         return json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(self.kube_config())}})
 
-    def _key(self, name: str, namespace: str):
-        return (kmock.resource(G, V, P), namespace, name)
+    def _key(self, name: str, namespace: str, resource: tuple[str, str, str] = (G, V, P)):
+        return (kmock.resource(*resource), namespace, name)
 
     def _run(self, fn):
         async def call():
@@ -68,9 +72,10 @@ class FakeCluster:
 
         return asyncio.run_coroutine_threadsafe(call(), self._box["loop"]).result(10)
 
-    def get(self, name: str, namespace: str) -> dict | None:
+    def get(self, name: str, namespace: str, resource: tuple[str, str, str] = (G, V, P)) -> dict | None:
+        """The stored object (an InferenceService unless ``resource`` names DEPLOYMENTS or SERVICES)."""
         def read(emu):
-            key = self._key(name, namespace)
+            key = self._key(name, namespace, resource)
             return json.loads(json.dumps(emu.objects[key].raw)) if key in emu.objects else None
 
         return self._run(read)
