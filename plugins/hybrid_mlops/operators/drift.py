@@ -89,7 +89,7 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
         return {"package": package, "train_data_uri": train_uri, "model_data_url": model_url, **artifacts}
 
     def execute(self, context) -> dict:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from hybrid_mlops import settings
         from hybrid_mlops.data.generator import CATEGORICAL_FEATURES, NUMERIC_FEATURES
