@@ -65,6 +65,20 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.6g}"
 
 
+def _completeness(feature: str, present: int, missing: int, total: int, t: Thresholds,
+                  baseline_completeness: float) -> list[dict]:
+    """A completeness_check violation when the window's share of present values is below the bar."""
+    if not total:
+        return []
+    completeness = present / total
+    required = min(t.completeness, baseline_completeness)
+    if completeness >= required:
+        return []
+    return [violation(feature, "completeness_check",
+                      f"Data completeness requirement is not met. Completeness {completeness:.6g} is below "
+                      f"the required {required:.6g} ({missing} missing of {total}).")]
+
+
 def numeric_violations(d: NumericDrift, t: Thresholds, baseline_completeness: float = 1.0) -> list[dict]:
     out = []
     total = d.window_count + d.window_missing + d.window_invalid
@@ -72,13 +86,7 @@ def numeric_violations(d: NumericDrift, t: Thresholds, baseline_completeness: fl
         out.append(violation(d.feature, "data_type_check",
                              f"Data type match requirement is not met. {d.window_invalid} of {total} values are "
                              f"not numbers (expected Fractional/Integral)."))
-    if total:
-        completeness = d.window_count / total
-        required = min(t.completeness, baseline_completeness)
-        if completeness < required:
-            out.append(violation(d.feature, "completeness_check",
-                                 f"Data completeness requirement is not met. Completeness {completeness:.6g} is below "
-                                 f"the required {required:.6g} ({d.window_missing} missing of {total})."))
+    out += _completeness(d.feature, d.window_count, d.window_missing, total, t, baseline_completeness)
     if d.window_count >= t.min_window_rows and d.ks_statistic is not None:
         crossed = []
         if d.psi is not None and d.psi > t.psi:
@@ -96,13 +104,7 @@ def numeric_violations(d: NumericDrift, t: Thresholds, baseline_completeness: fl
 def categorical_violations(d: CategoricalDrift, t: Thresholds, baseline_completeness: float = 1.0) -> list[dict]:
     out = []
     total = d.window_count + d.window_missing
-    if total:
-        completeness = d.window_count / total
-        required = min(t.completeness, baseline_completeness)
-        if completeness < required:
-            out.append(violation(d.feature, "completeness_check",
-                                 f"Data completeness requirement is not met. Completeness {completeness:.6g} is below "
-                                 f"the required {required:.6g} ({d.window_missing} missing of {total})."))
+    out += _completeness(d.feature, d.window_count, d.window_missing, total, t, baseline_completeness)
     if d.unknown_share > 0:
         out.append(violation(d.feature, "categorical_values_check",
                              f"Data domain requirement is not met. {d.unknown_share:.4%} of the values are outside "
