@@ -15,6 +15,14 @@ from __future__ import annotations
 from datetime import datetime
 
 
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
 def data_prefix(bucket: str, model: str, run_key: str) -> str:
     return f"s3://{bucket}/data/{model}/{run_key}"
 

@@ -17,13 +17,7 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 from hybrid_mlops import settings
 from hybrid_mlops.drift import sql
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"{uri!r} is not an s3:// URI")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
+from hybrid_mlops.layout import split_s3_uri
 
 
 class DriftHook(S3Hook):

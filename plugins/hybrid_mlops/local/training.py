@@ -23,6 +23,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from hybrid_mlops.layout import split_s3_uri
 from hybrid_mlops.local.moto import free_port
 from hybrid_mlops.settings import local_state_dir, training_python
 
@@ -33,15 +34,8 @@ class LocalTrainingError(RuntimeError):
     """The entry point failed; the message carries its exit code and last log lines (a FailureReason)."""
 
 
-def split_s3(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an S3 URI: {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
-
-
 def _download_prefix(s3, uri: str, dest: Path) -> int:
-    bucket, prefix = split_s3(uri)
+    bucket, prefix = split_s3_uri(uri)
     count = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
@@ -54,7 +48,7 @@ def _download_prefix(s3, uri: str, dest: Path) -> int:
 
 
 def _upload_dir(s3, directory: Path, uri: str) -> int:
-    bucket, prefix = split_s3(uri)
+    bucket, prefix = split_s3_uri(uri)
     count = 0
     for path in sorted(directory.rglob("*")):
         if path.is_file():
@@ -105,7 +99,7 @@ def run_training_job(config: dict, s3_client, *, timeout: float | None = None) -
     for d in (code, model_dir, output_dir, checkpoints, opt / "input" / "config"):
         d.mkdir(parents=True, exist_ok=True)
 
-    bucket, key = split_s3(submit_dir)
+    bucket, key = split_s3_uri(submit_dir)
     tarfile.open(fileobj=io.BytesIO(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())).extractall(
         code, filter="data"
     )
@@ -187,7 +181,7 @@ def run_training_job(config: dict, s3_client, *, timeout: float | None = None) -
     if failed:
         raise LocalTrainingError(f"{failed}. Last log lines:\n" + "\n".join(tail))
 
-    out_bucket, out_prefix = split_s3(config["OutputDataConfig"]["S3OutputPath"].rstrip("/"))
+    out_bucket, out_prefix = split_s3_uri(config["OutputDataConfig"]["S3OutputPath"].rstrip("/"))
     artifact_key = f"{out_prefix}/{job}/output/model.tar.gz".lstrip("/")
     s3_client.put_object(Bucket=out_bucket, Key=artifact_key, Body=_tar_dir(model_dir))
     if any(output_dir.iterdir()):
