@@ -79,6 +79,14 @@ def _completeness(feature: str, present: int, missing: int, total: int, t: Thres
                       f"the required {required:.6g} ({missing} missing of {total}).")]
 
 
+def _baseline_drift(feature: str, crossed: list[str]) -> list[dict]:
+    """A baseline_drift_check violation naming every threshold the feature crossed (none: no violation)."""
+    if not crossed:
+        return []
+    return [violation(feature, "baseline_drift_check",
+                      "Baseline drift distance exceeds the threshold: " + "; ".join(crossed) + ".")]
+
+
 def numeric_violations(d: NumericDrift, t: Thresholds, baseline_completeness: float = 1.0) -> list[dict]:
     out = []
     total = d.window_count + d.window_missing + d.window_invalid
@@ -95,9 +103,7 @@ def numeric_violations(d: NumericDrift, t: Thresholds, baseline_completeness: fl
             crossed.append(f"Jensen-Shannon {_fmt(d.js)} > {t.js:g}")
         if d.ks_pvalue is not None and d.ks_pvalue < t.ks_pvalue:
             crossed.append(f"KS statistic {_fmt(d.ks_statistic)} with p-value {_fmt(d.ks_pvalue)} < {t.ks_pvalue:g}")
-        if crossed:
-            out.append(violation(d.feature, "baseline_drift_check",
-                                 "Baseline drift distance exceeds the threshold: " + "; ".join(crossed) + "."))
+        out += _baseline_drift(d.feature, crossed)
     return out
 
 
@@ -115,9 +121,7 @@ def categorical_violations(d: CategoricalDrift, t: Thresholds, baseline_complete
             crossed.append(f"L-infinity {_fmt(d.linf)} > {t.linf:g}")
         if d.chi2_pvalue is not None and d.chi2_pvalue < t.chi2_pvalue:
             crossed.append(f"chi-square {_fmt(d.chi2_statistic)} with p-value {_fmt(d.chi2_pvalue)} < {t.chi2_pvalue:g}")
-        if crossed:
-            out.append(violation(d.feature, "baseline_drift_check",
-                                 "Baseline drift distance exceeds the threshold: " + "; ".join(crossed) + "."))
+        out += _baseline_drift(d.feature, crossed)
     return out
 
 
