@@ -85,7 +85,11 @@ def train_locally(workdir: Path, *, rows: int = 20000, epochs: int = 2, extra_ar
     import subprocess
     import tarfile
 
+    import json
+
     from hybrid_mlops.data.generator import generate, write_parquet
+    from hybrid_mlops.data.sources import schema_document
+    from hybrid_mlops.specs import load_spec
     from hybrid_mlops.training_bundle import build_source_bundle
 
     code = workdir / "code"
@@ -94,11 +98,15 @@ def train_locally(workdir: Path, *, rows: int = 20000, epochs: int = 2, extra_ar
         for name, n, seed in (("train", rows, 11), ("validation", rows // 4, 12)):
             (workdir / name).mkdir(parents=True, exist_ok=True)
             write_parquet(generate(n, seed=seed), workdir / name / "part-0.parquet")
+        (workdir / "config").mkdir(parents=True, exist_ok=True)
+        spec = load_spec(ROOT / "include" / "models" / "fraud-detection.yaml")
+        (workdir / "config" / "schema.json").write_text(json.dumps(schema_document(spec)))
     cmd = [str(ROOT / ".venv-train" / "bin" / "python"), "train.py", "--epochs", str(epochs),
            "--batch-size", "256", "--learning-rate", "0.003", *extra_args]
     full_env = {
         "PATH": os.environ["PATH"], "SM_MODEL_DIR": str(workdir / "model"),
         "SM_CHANNEL_TRAIN": str(workdir / "train"), "SM_CHANNEL_VALIDATION": str(workdir / "validation"),
+        "SM_CHANNEL_CONFIG": str(workdir / "config"),
         "SM_CHECKPOINT_DIR": str(workdir / "checkpoints"), "SM_OUTPUT_DATA_DIR": str(workdir / "output"),
         **(env or {}),
     }

@@ -37,3 +37,20 @@ def test_high_accuracy_alone_does_not_approve_a_useless_model():
 def test_missing_or_nan_metric_goes_to_a_person():
     assert decide({"accuracy": 0.99}, BOTH).outcome == "Human"
     assert decide({"accuracy": 0.99, "roc_auc": float("nan")}, BOTH).outcome == "Human"
+
+
+LOWER = {"rmse": MetricRule(approve_at=50.0, reject_above=70.0), "r2": MetricRule(approve_at=0.4, reject_below=0.2)}
+
+
+@pytest.mark.parametrize(
+    "rmse, outcome",
+    [(50.0, "Approve"), (10.0, "Approve"), (50.0001, "Human"), (70.0, "Human"), (70.0001, "Reject")],
+)
+def test_lower_is_better_edges(rmse, outcome):
+    assert decide({"rmse": rmse, "r2": 0.5}, LOWER).outcome == outcome
+
+
+def test_lower_is_better_reasons():
+    assert decide({"rmse": 80.0, "r2": 0.5}, LOWER).reason == "auto-rejected: rmse=80.0000 > 70.0"
+    assert "rmse=60.0000 in (50.0, 70.0]" in decide({"rmse": 60.0, "r2": 0.5}, LOWER).reason
+    assert decide({"rmse": 40.0, "r2": 0.5}, LOWER).reason == "auto-approved: rmse=40.0000 <= 50.0; r2=0.5000 >= 0.4"

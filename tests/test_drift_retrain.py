@@ -19,7 +19,7 @@ def test_drift_event_starts_one_retrain_and_the_cooldown_holds(aws, airflow_db):
         "report_uri": REPORT, "violated_features": ["amount", "channel"],
         "window_start": "2026-11-23T13:00:00+00:00", "window_end": "2026-11-23T14:00:00+00:00"})]
     retrain = build_dags("retrain")["retrain_fraud_detection"]
-    conf = {"epochs": 1, "train_rows": 20000, "deploy": False}
+    conf = {"epochs": 1, "rows": 20000, "deploy": False}
 
     first = run_dag(retrain, conf=conf, asset_events=events, hitl_choice="Approve")
     states = {ti.task_id: ti.state for ti in first.get_task_instances()}

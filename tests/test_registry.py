@@ -57,7 +57,7 @@ def test_borderline_model_goes_to_a_person_who_rejects_it(aws, airflow_db, spec)
     undecided = spec.model_copy(update={"approval": ApprovalSpec(
         rules={"roc_auc": MetricRule(approve_at=0.999, reject_below=0.5)}, human_timeout_hours=1)})
     dag = build_retrain_dag(undecided)
-    run = run_dag(dag, conf={"epochs": 1, "train_rows": 20000, "deploy": False}, hitl_choice="Reject",
+    run = run_dag(dag, conf={"epochs": 1, "rows": 20000, "deploy": False}, hitl_choice="Reject",
                   responder="risk-lead")
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["human_review"] == "success" and states["approved"] == "skipped", states

@@ -18,7 +18,7 @@ def retrain_dag():
 
 
 def test_retrain_end_to_end_local(aws, airflow_db, retrain_dag):
-    run = run_dag(retrain_dag, conf={"epochs": 3, "train_rows": 60000, "deploy": False})
+    run = run_dag(retrain_dag, conf={"epochs": 3, "rows": 60000, "deploy": False})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "success", states
     sm = boto3.client("sagemaker")

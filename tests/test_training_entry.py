@@ -9,18 +9,16 @@ from conftest import ROOT, train_locally
 
 def test_model_dir_holds_the_contract(trained_model_dir):
     names = {p.name for p in trained_model_dir.iterdir()}
-    assert {"model.onnx", "input_schema.json", "evaluation.json", "statistics.json", "constraints.json",
-            "triton"} <= names
+    assert {"model.onnx", "input_schema.json", "evaluation.json", "triton"} <= names
     assert (trained_model_dir / "triton" / "fraud-detection" / "1" / "model.onnx").exists()
     schema = json.loads((trained_model_dir / "input_schema.json").read_text())
+    assert schema["task"] == "binary" and schema["output"] == "probability"
     assert schema["numeric"][0] == "amount" and "online" in schema["categorical"]["channel"]
     evaluation = json.loads((trained_model_dir / "evaluation.json").read_text())
     assert evaluation["onnx_max_abs_diff"] <= 1e-5
-    for key in ("accuracy", "roc_auc", "pr_auc", "precision", "recall", "f1", "threshold", "oracle_roc_auc"):
+    for key in ("accuracy", "roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "threshold"):
         assert key in evaluation
-    stats = json.loads((trained_model_dir / "statistics.json").read_text())
-    assert stats["dataset"]["item_count"] == 20000
-    assert {f["name"] for f in stats["features"]} >= {"amount", "channel"}
+    assert evaluation["device"] == "cpu" and evaluation["training_rows"] == 20000
 
 
 def test_resumes_from_newest_checkpoint(tmp_path):
@@ -56,6 +54,7 @@ def test_distributed_two_ranks_on_loopback(tmp_path):
         "PATH": os.environ["PATH"], "SM_HOSTS": '["algo-1", "algo-2"]', "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": port, "SM_LOCAL_WORLD": "2",
         "SM_CHANNEL_TRAIN": str(tmp_path / "train"), "SM_CHANNEL_VALIDATION": str(tmp_path / "validation"),
+        "SM_CHANNEL_CONFIG": str(tmp_path / "config"),
     }
     procs = []
     for host in ("algo-1", "algo-2"):
@@ -66,6 +65,6 @@ def test_distributed_two_ranks_on_loopback(tmp_path):
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    assert "distributed: rank 0 of 2 (gloo" in outs[0] and "distributed: rank 1 of 2" in outs[1]
+    assert "distributed: rank 0 of 2 (gloo on cpu" in outs[0] and "distributed: rank 1 of 2" in outs[1]
     assert (tmp_path / "model-algo-1" / "model.onnx").exists()
     assert not (tmp_path / "model-algo-2").exists()

@@ -22,24 +22,34 @@ class Decision:
 
 
 def decide(metrics: Mapping[str, float], rules: Mapping[str, MetricRule]) -> Decision:
-    """Apply every rule: any metric below its floor rejects; all at or above their bar approves.
+    """Apply every rule in its metric's direction: any metric past its floor rejects; all at or
+    better than their bar approves.
 
     A metric the evaluation lacks cannot be judged automatically, so it goes to a person.
     """
-    below, between, missing = [], [], []
+    rejected, between, missing, passed = [], [], [], []
     for name, rule in rules.items():
         value = metrics.get(name)
         if value is None or value != value:  # missing or NaN
             missing.append(name)
-        elif value < rule.reject_below:
-            below.append(f"{name}={value:.4f} < {rule.reject_below}")
-        elif value < rule.approve_at:
-            between.append(f"{name}={value:.4f} in [{rule.reject_below}, {rule.approve_at})")
-    if below:
-        return Decision(REJECT, "auto-rejected: " + "; ".join(below))
+            continue
+        if rule.direction > 0:
+            floor, bar, worse = rule.reject_below, rule.approve_at, "<"
+            past_floor, reaches_bar = value < floor, value >= bar
+        else:
+            floor, bar, worse = rule.reject_above, rule.approve_at, ">"
+            past_floor, reaches_bar = value > floor, value <= bar
+        if past_floor:
+            rejected.append(f"{name}={value:.4f} {worse} {floor}")
+        elif not reaches_bar:
+            band = f"[{floor}, {bar})" if rule.direction > 0 else f"({bar}, {floor}]"
+            between.append(f"{name}={value:.4f} in {band}")
+        else:
+            passed.append(f"{name}={value:.4f} {'>=' if rule.direction > 0 else '<='} {bar}")
+    if rejected:
+        return Decision(REJECT, "auto-rejected: " + "; ".join(rejected))
     if missing:
         return Decision(HUMAN, f"needs a person: evaluation lacks {', '.join(missing)}")
     if between:
         return Decision(HUMAN, "needs a person: " + "; ".join(between))
-    passed = "; ".join(f"{n}={metrics[n]:.4f} >= {r.approve_at}" for n, r in rules.items())
-    return Decision(APPROVE, "auto-approved: " + passed)
+    return Decision(APPROVE, "auto-approved: " + "; ".join(passed))

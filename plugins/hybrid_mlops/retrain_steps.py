@@ -30,40 +30,109 @@ def _seed(spec: ModelSpec, key: str, channel: int) -> int:
     return (spec.data.seed * 1_000_003 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) + channel) % 2**32
 
 
-def prepare_data(spec: ModelSpec, context) -> dict:
-    """Write the train/validation channels and the source bundle; reuse them on a retry."""
-    from hybrid_mlops.data.generator import generate, oracle_auc, to_arrow
-    from hybrid_mlops.drift.cooldown import triggering_drift_report
-    from hybrid_mlops.training_bundle import build_source_bundle
+def _window_end(context):
+    """The end of the run's data window: its data interval, else (a run with no logical date) run_after."""
+    from datetime import datetime, timezone
 
-    import pyarrow.parquet as pq
+    end = context.get("data_interval_end") or getattr(context.get("dag_run"), "run_after", None)
+    return end or datetime.now(timezone.utc)
+
+
+def prepare_data(spec: ModelSpec, context) -> dict:
+    """Write the train/validation/config channels and the source bundle; reuse them on a retry."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from hybrid_mlops.data.sources import DataSourceError, schema_document
+    from hybrid_mlops.drift.cooldown import triggering_drift_report
+    from hybrid_mlops.specs.model import SyntheticSource
+    from hybrid_mlops.training_bundle import build_source_bundle
 
     s3, bucket, key = _s3(), settings.bucket(), _run_key(context)
     if settings.is_local() and not s3.check_for_bucket(bucket):
         s3.create_bucket(bucket, region_name=settings.region())
     prefix = layout.data_prefix(bucket, spec.name, key)
-    rows = {"train": int(context["params"]["train_rows"]), "validation": spec.data.validation_rows}
-    channels, oracle = {}, None
-    for i, (channel, n) in enumerate(rows.items()):
-        uri = f"{prefix}/{channel}/part-0.parquet"
-        channels[channel] = f"{prefix}/{channel}/"
-        b, k = s3.parse_s3_url(uri)
-        if s3.check_for_key(k, b):
-            log.info("Channel %s already written by an earlier try: %s", channel, uri)
-            continue
-        data = generate(n, seed=_seed(spec, key, i), fraud_rate=spec.data.fraud_rate, id_prefix=f"{key}-{channel}")
-        if channel == "validation":
-            oracle = oracle_auc(data)
-        buf = io.BytesIO()
-        pq.write_table(to_arrow(data), buf)
-        s3.load_bytes(buf.getvalue(), k, b, replace=True)
-        log.info("Channel %s: %d rows (%.1f%% fraud) -> %s", channel, n, 100 * data["label"].mean(), uri)
+    channels = {c: f"{prefix}/{c}/" for c in ("train", "validation", "config")}
+    done = all(s3.check_for_key(s3.parse_s3_url(f"{channels[c]}part-0.parquet")[1], bucket) for c in ("train", "validation"))
+    extra: dict = {}
+    if done:
+        log.info("Channels already written by an earlier try under %s", prefix)
+        extra = json.loads(s3.read_key(f"{channels['config'][len(f's3://{bucket}/'):]}prepared.json", bucket))
+    else:
+        try:
+            if isinstance(spec.data.source, SyntheticSource):
+                extra = _synthetic_channels(spec, s3, prefix, key, context)
+            else:
+                extra = _query_channels(spec, prefix, key, context)
+        except DataSourceError as err:
+            raise AirflowFailException(f"{spec.name}: {err}") from None
+        s3.load_string(json.dumps(extra), f"{channels['config'][len(f's3://{bucket}/'):]}prepared.json", bucket,
+                       replace=True)
+    config_key = f"{channels['config'][len(f's3://{bucket}/'):]}schema.json"
+    s3.load_string(json.dumps(schema_document(spec), indent=2), config_key, bucket, replace=True)
     code = layout.code_uri(bucket, spec.name, key)
     b, k = s3.parse_s3_url(code)
-    s3.load_bytes(build_source_bundle(spec.training.source_dir), k, b, replace=True)
+    if spec.training.entry_point:
+        s3.load_bytes(build_source_bundle(spec.training.source_dir), k, b, replace=True)
     report = triggering_drift_report(context.get("triggering_asset_events"), spec.name)
     return {"run_key": key, "train_uri": channels["train"], "validation_uri": channels["validation"],
-            "code_uri": code, "rows": rows, "oracle_roc_auc": oracle, "drift_report": report}
+            "config_uri": channels["config"], "code_uri": code, "drift_report": report, **extra}
+
+
+def _synthetic_channels(spec: ModelSpec, s3, prefix: str, key: str, context) -> dict:
+    """The synthetic source: generated rows (with the oracle ROC AUC the generator knows)."""
+    from hybrid_mlops.data.generator import generate, oracle_auc, to_arrow
+
+    import pyarrow.parquet as pq
+
+    source = spec.data.source
+    rows = {"train": int(context["params"].get("rows") or source.rows), "validation": source.validation_rows}
+    oracle = None
+    for i, (channel, n) in enumerate(rows.items()):
+        data = generate(n, seed=_seed(spec, key, i), fraud_rate=source.positive_rate, id_prefix=f"{key}-{channel}")
+        if channel == "validation":
+            oracle = oracle_auc(data)
+        data.pop("true_probability")  # the generator's ground truth is not a feature
+        buf = io.BytesIO()
+        pq.write_table(to_arrow(data), buf)
+        b, k = s3.parse_s3_url(f"{prefix}/{channel}/part-0.parquet")
+        s3.load_bytes(buf.getvalue(), k, b, replace=True)
+        log.info("Channel %s: %d generated rows (%.1f%% positive) -> %s", channel, n,
+                 100 * data[spec.data_schema.label].mean(), f"{prefix}/{channel}/")
+    return {"rows": rows, "oracle_roc_auc": oracle}
+
+
+def _query_channels(spec: ModelSpec, prefix: str, key: str, context) -> dict:
+    """The s3 / sql / feature_store sources: one query, windowed and split by DuckDB over S3."""
+    from hybrid_mlops.data import sources
+    from hybrid_mlops.hooks.data import DataSourceHook
+
+    hook = DataSourceHook(aws_conn_id=settings.aws_conn_id())
+    where = sources.describe_source(spec)
+    con = hook.duckdb()
+    try:
+        if settings.is_local() or spec.data.source.type == "s3":
+            offline = hook.offline_store_uri(spec.data.source.feature_group) \
+                if spec.data.source.type == "feature_store" else None
+            setup, query = sources.local_source_sql(spec, offline_store_uri=offline)
+            for statement in setup:
+                con.execute(statement)
+        else:  # Athena runs the team's SQL (or the point-in-time query) and unloads Parquet for the split
+            raw = hook.athena_unload(spec, f"{prefix}/raw/", key)
+            query = f"SELECT * FROM {sources.files_sql(raw, 'parquet')}"
+        end = _window_end(context)
+        rows = sources.write_channels(con, spec, query, prefix, window_end=end, window_days=
+                                      context["params"].get("data_window_days") or spec.data.window_days,
+                                      max_rows=context["params"].get("rows") or spec.data.max_rows, where=where)
+    except Exception as err:
+        import duckdb
+
+        if isinstance(err, duckdb.Error):
+            raise sources.DataSourceError(f"{where}: {type(err).__name__}: {err}") from None
+        raise
+    finally:
+        con.close()
+    log.info("%s: %s rows in the window ending %s -> %s", where, rows, end.isoformat(), prefix)
+    return {"rows": rows, "window_end": end.isoformat()}
 
 
 def training_config(spec: ModelSpec, prepared: dict, context) -> dict:
@@ -77,14 +146,15 @@ def training_config(spec: ModelSpec, prepared: dict, context) -> dict:
     spot = bool(params.get("spot", t.spot))
     bucket, key = settings.bucket(), prepared["run_key"]
     hyperparameters = {k: json.dumps(v) for k, v in hp.items()}
-    hyperparameters.update(
-        {"model-name": json.dumps(spec.name), "sagemaker_program": json.dumps(t.entry_point),
-         "sagemaker_submit_directory": json.dumps(prepared["code_uri"]),
-         "sagemaker_region": json.dumps(settings.region())}
-    )
+    if t.entry_point:  # script mode; an own image (entry_point: null) runs its own entry point
+        hyperparameters.update(
+            {"sagemaker_program": json.dumps(t.entry_point),
+             "sagemaker_submit_directory": json.dumps(prepared["code_uri"]),
+             "sagemaker_region": json.dumps(settings.region())}
+        )
 
-    def channel(name: str) -> dict:
-        return {"ChannelName": name, "ContentType": "application/x-parquet", "InputMode": "File",
+    def channel(name: str, content_type: str = "application/x-parquet") -> dict:
+        return {"ChannelName": name, "ContentType": content_type, "InputMode": "File",
                 "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": prepared[f"{name}_uri"],
                                                 "S3DataDistributionType": "FullyReplicated"}}}
 
@@ -96,11 +166,11 @@ def training_config(spec: ModelSpec, prepared: dict, context) -> dict:
         "TrainingJobName": naming.training_job_name(spec.name, key),
         "AlgorithmSpecification": {
             "TrainingImage": t.image_uri, "TrainingInputMode": "File",
-            "MetricDefinitions": [{"Name": m.name, "Regex": m.regex} for m in t.metric_definitions],
+            "MetricDefinitions": spec.metric_definitions(),
         },
         "RoleArn": settings.sagemaker_role_arn(),
         "HyperParameters": hyperparameters,
-        "InputDataConfig": [channel("train"), channel("validation")],
+        "InputDataConfig": [channel("train"), channel("validation"), channel("config", "application/json")],
         "OutputDataConfig": {"S3OutputPath": layout.model_output_path(bucket, spec.name)},
         "ResourceConfig": {"InstanceType": params.get("instance_type") or t.instance_type,
                            "InstanceCount": int(count), "VolumeSizeInGB": t.volume_size_gb},
@@ -112,31 +182,72 @@ def training_config(spec: ModelSpec, prepared: dict, context) -> dict:
     }
 
 
-def evaluate(spec: ModelSpec, training: dict, prepared: dict, context) -> dict:
-    """Evaluation and baseline out of ``model.tar.gz``, published beside it as ``ModelMetrics``."""
-    from airflow.sdk.exceptions import AirflowFailException
+def check_contract(spec: ModelSpec, artifact: str, evaluation: dict, input_schema: dict) -> None:
+    """What any trainer must write (README, "Add your model"), checked before a version is registered,
+    so a model that could never serve is never approved."""
+    from hybrid_mlops.specs.model import TASK_METRICS
 
+    schema = spec.data_schema
+    problems = []
+    if input_schema.get("task", spec.task) != spec.task:
+        problems.append(f"input_schema.json task={input_schema.get('task')!r}, the spec says {spec.task!r}")
+    if list(input_schema.get("numeric", [])) != schema.numeric:
+        problems.append(f"input_schema.json numeric={input_schema.get('numeric')} must be the spec's numeric "
+                        f"features in order {schema.numeric}")
+    if sorted(input_schema.get("categorical", {})) != sorted(schema.categorical):
+        problems.append(f"input_schema.json categorical={sorted(input_schema.get('categorical', {}))} must be "
+                        f"the spec's categorical features {schema.categorical}")
+    if spec.task == "multiclass" and [str(c) for c in input_schema.get("classes", [])] != schema.classes:
+        problems.append(f"input_schema.json classes={input_schema.get('classes')} must be schema.classes {schema.classes}")
+    diff = evaluation.get("onnx_max_abs_diff")
+    if diff is not None and not (isinstance(diff, (int, float)) and diff <= ONNX_TOLERANCE):  # NaN fails too
+        problems.append(f"the ONNX export disagrees with the trained model by {diff} (> {ONNX_TOLERANCE})")
+    missing = [m for m in spec.approval.rules if not isinstance(evaluation.get(m), (int, float))]
+    if missing:
+        problems.append(f"evaluation.json lacks the approval metric(s) {missing} (task {spec.task}: "
+                        f"{list(TASK_METRICS[spec.task])})")
+    if problems:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{artifact}: refusing to register it: " + "; ".join(problems))
+
+
+def baseline_documents(spec: ModelSpec, train_uri: str) -> dict[str, dict]:
+    """Model Monitor ``statistics.json`` / ``constraints.json`` of the training channel, computed here
+    (not by the trainer), so a team's own script or image needn't produce them."""
+    from hybrid_mlops.drift import monitor_format
+    from hybrid_mlops.hooks.drift import DriftHook
+
+    schema = spec.data_schema
+    columns = DriftHook(aws_conn_id=settings.aws_conn_id()).read_parquet_columns(train_uri, list(schema.features))
+    stats = monitor_format.dataset_statistics(columns, schema.numeric, schema.categorical)
+    return {"statistics.json": stats, "constraints.json": monitor_format.suggest_constraints(stats)}
+
+
+def evaluate(spec: ModelSpec, training: dict, prepared: dict, context) -> dict:
+    """Check the artifact against the training contract; publish its evaluation and the training
+    baseline beside it as ``ModelMetrics``."""
     from hybrid_mlops.drift.cooldown import lineage_metadata
     from hybrid_mlops.hooks.artifacts import ModelArtifactHook
+    from hybrid_mlops.specs.model import TASK_METRICS
 
     job = training["Training"]
     artifact = job["ModelArtifacts"]["S3ModelArtifacts"]
     members = ModelArtifactHook(aws_conn_id=settings.aws_conn_id()).read_members(
-        artifact, ["evaluation.json", "statistics.json", "constraints.json", "input_schema.json", "model.onnx"]
+        artifact, ["evaluation.json", "input_schema.json", "model.onnx"]
     )
     evaluation = json.loads(members["evaluation.json"])
-    if evaluation.get("onnx_max_abs_diff", 1.0) > ONNX_TOLERANCE:
-        raise AirflowFailException(
-            f"{artifact}: the ONNX export disagrees with PyTorch by {evaluation.get('onnx_max_abs_diff')} "
-            f"(> {ONNX_TOLERANCE}); refusing to register it"
-        )
+    if prepared.get("oracle_roc_auc") is not None:
+        evaluation["oracle_roc_auc"] = prepared["oracle_roc_auc"]
+    check_contract(spec, artifact, evaluation, json.loads(members["input_schema.json"]))
+    docs = {"evaluation.json": evaluation, **baseline_documents(spec, prepared["train_uri"])}
     s3 = _s3()
     base = artifact.rsplit("/", 1)[0]
     uris = {}
-    for name in ("evaluation.json", "statistics.json", "constraints.json"):
+    for name, body in docs.items():
         uris[name] = f"{base}/{name}"
         b, k = s3.parse_s3_url(uris[name])
-        s3.load_bytes(members[name], k, b, replace=True)
+        s3.load_string(json.dumps(body, indent=2), k, b, replace=True)
 
     def ref(name):
         return {"ContentType": "application/json", "S3Uri": uris[name]}
@@ -146,6 +257,7 @@ def evaluate(spec: ModelSpec, training: dict, prepared: dict, context) -> dict:
         "ModelDataQuality": {"Statistics": ref("statistics.json"), "Constraints": ref("constraints.json")},
     }
     params = context["params"]
+    figures = [*TASK_METRICS[spec.task], "threshold", "oracle_roc_auc"]
     lineage = {
         "training_job": job["TrainingJobName"],
         "dag_id": context["dag"].dag_id,
@@ -153,6 +265,7 @@ def evaluate(spec: ModelSpec, training: dict, prepared: dict, context) -> dict:
         "git_sha": settings.git_sha(),
         "target": settings.target(),
         "stage": spec.environment,
+        "task": spec.task,
         "train_data_uri": prepared["train_uri"],
         "validation_data_uri": prepared["validation_uri"],
         "instance_type": job["ResourceConfig"]["InstanceType"],
@@ -160,8 +273,7 @@ def evaluate(spec: ModelSpec, training: dict, prepared: dict, context) -> dict:
         "spot": job.get("EnableManagedSpotTraining", False),
         "data_window_days": params.get("data_window_days"),
         "trigger": "drift" if prepared.get("drift_report") else ("manual" if context["run_id"].startswith("manual") else "schedule"),
-        **{k: f"{evaluation[k]:.6f}" for k in ("accuracy", "roc_auc", "pr_auc", "precision", "recall", "f1",
-                                               "threshold", "oracle_roc_auc") if k in evaluation},
+        **{k: f"{evaluation[k]:.6f}" for k in figures if isinstance(evaluation.get(k), (int, float))},
         **lineage_metadata(prepared.get("drift_report")),
     }
     metrics = {k: v for k, v in evaluation.items() if isinstance(v, (int, float))}
@@ -197,6 +309,7 @@ def apply_approval_rules(spec: ModelSpec, registered: dict, metrics: dict) -> st
 
 def summarize(spec: ModelSpec, registered: dict, metrics: dict) -> dict:
     from hybrid_mlops.hooks.registry import ModelRegistryHook
+    from hybrid_mlops.specs.model import TASK_METRICS
 
     package = ModelRegistryHook(aws_conn_id=settings.aws_conn_id()).describe_package(registered["ModelPackageArn"])
     out = {
@@ -206,8 +319,7 @@ def summarize(spec: ModelSpec, registered: dict, metrics: dict) -> dict:
         "status": package["ModelApprovalStatus"],
         "reason": package.get("ApprovalDescription", ""),
         "model_data_url": package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"],
-        "metrics": {k: metrics[k] for k in ("accuracy", "roc_auc", "oracle_roc_auc", "pr_auc", "precision",
-                                            "recall", "f1") if k in metrics},
+        "metrics": {k: metrics[k] for k in (*TASK_METRICS[spec.task], "oracle_roc_auc") if k in metrics},
     }
     log.info("%s version %s: %s (%s)", spec.name, out["version"], out["status"], out["reason"])
     return out

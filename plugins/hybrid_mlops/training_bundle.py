@@ -1,8 +1,7 @@
 """The training source bundle (``sourcedir.tar.gz``) that SageMaker script mode unpacks and runs.
 
-It holds the spec's ``source_dir`` (entry point, requirements.txt) plus the numpy-only modules the
-entry point shares with the Airflow side (metrics, Model Monitor file formats), so both compute
-them with the same code.
+It holds the spec's ``source_dir`` (entry point, requirements.txt) plus the numpy-only metrics module
+the project's trainer shares with the Airflow side, so both compute every figure with the same code.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from pathlib import Path
 from hybrid_mlops.settings import PROJECT_ROOT
 
 PACKAGE = Path(__file__).resolve().parent
-SHARED_MODULES = {"metrics.py": PACKAGE / "metrics.py", "monitor_format.py": PACKAGE / "drift" / "monitor_format.py"}
+SHARED_MODULES = {"metrics.py": PACKAGE / "metrics.py"}
 
 
 def build_source_bundle(source_dir: str) -> bytes:

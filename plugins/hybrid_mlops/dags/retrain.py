@@ -36,12 +36,19 @@ def _params(spec: ModelSpec) -> dict:
         "instance_count": Param(None, type=["null", "integer"], minimum=1, maximum=64,
                                 description="Training instances (>1 = distributed; empty: the spec's)."),
         "spot": Param(t.spot, type="boolean", description="Managed spot training (checkpoints make it resumable)."),
-        "train_rows": Param(spec.data.train_rows, type="integer", minimum=1000, maximum=50_000_000,
-                            description="Training rows in the data window."),
-        "data_window_days": Param(spec.data.window_days, type="integer", minimum=1, maximum=3650,
-                                  description="Days of transactions the training data covers."),
+        "rows": Param(_default_rows(spec), type=["null", "integer"], minimum=100, maximum=50_000_000,
+                      description="Training rows: generated (synthetic source) or sampled from the window "
+                                  "(empty: every row)."),
+        "data_window_days": Param(spec.data.window_days, type=["null", "integer"], minimum=1, maximum=3650,
+                                  description="Days of data (by the event-time column) the training set covers "
+                                              "(empty: all)."),
         "deploy": Param(True, type="boolean", description="Deploy the version if it is approved."),
     }
+
+
+def _default_rows(spec: ModelSpec) -> int | None:
+    source = spec.data.source
+    return source.rows if source.type == "synthetic" else spec.data.max_rows
 
 
 def build_retrain_dag(spec: ModelSpec):
@@ -147,7 +154,8 @@ def build_retrain_dag(spec: ModelSpec):
         )
         evaluation["lineage"] >> register
         branch = approval_gate(register.output, evaluation["metrics"])
-        rules = ", ".join(f"{n} approve at {r.approve_at} / reject below {r.reject_below}"
+        rules = ", ".join(f"{n} approve at {r.approve_at} / reject "
+                          + (f"below {r.reject_below}" if r.direction > 0 else f"above {r.reject_above}")
                           for n, r in spec.approval.rules.items())
         human = RegistryApprovalOperator(
             task_id="human_review",

@@ -57,9 +57,13 @@ class LocalTraining(_Spec):
 
 
 class TrainingSpec(_Spec):
-    entry_point: str = "train.py"
+    """The SageMaker training job. By default the project's tabular trainer (``include/training``)
+    in a PyTorch DLC; or the team's own script (``source_dir`` + ``entry_point``, script mode); or
+    the team's own image (``entry_point: null``: SageMaker runs the image's entry point)."""
+
+    entry_point: str | None = "train.py"
     source_dir: str = "include/training"
-    image_uri: str
+    image_uri: str = Field(pattern=r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})?$")
     instance_type: str = Field(pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
     instance_count: int = Field(1, ge=1, le=64)
     volume_size_gb: int = Field(50, ge=1, le=16384)
@@ -68,7 +72,8 @@ class TrainingSpec(_Spec):
     max_wait_seconds: int | None = Field(None, ge=60)
     checkpoint_prefix: str = "checkpoints"
     hyperparameters: dict[str, HyperValue] = Field(default_factory=dict)
-    metric_definitions: list[MetricDefinition] = Field(min_length=1)
+    metric_definitions: list[MetricDefinition] | None = Field(
+        None, min_length=1, description="default: validation_<metric>=<value> lines for the task's metrics")
     local: LocalTraining = LocalTraining()
 
     @model_validator(mode="after")
@@ -86,48 +91,172 @@ class TrainingSpec(_Spec):
         return self
 
 
-class DataSpec(_Spec):
-    """Synthetic card-transaction data (the reference's fraud model) written as train/validation channels."""
+S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+#: Column names travel into SQL (quoted) and Parquet: printable, no double quote.
+COLUMN = r'^[^"\x00-\x1f]{1,128}$'
 
+
+class SyntheticSource(_Spec):
+    """Generated data (the demo's fraud model): a registered generator writes both channels."""
+
+    type: Literal["synthetic"]
     generator: Literal["card_transactions"] = "card_transactions"
-    train_rows: int = Field(200_000, ge=1_000)
+    rows: int = Field(200_000, ge=1_000, description="training rows (the form's default)")
     validation_rows: int = Field(50_000, ge=1_000)
-    fraud_rate: float = Field(0.02, gt=0.0, lt=0.5)
+    positive_rate: float = Field(0.02, gt=0.0, lt=0.5)
     seed: int = 7
-    window_days: int = Field(30, ge=1, le=3650)
+
+
+class S3Source(_Spec):
+    """Files under an S3 prefix: Parquet or CSV (with a header row)."""
+
+    type: Literal["s3"]
+    uri: str = Field(pattern=S3_URI)
+    format: Literal["parquet", "csv"] = "parquet"
+
+
+class Table(_Spec):
+    """A table the query names: its files on S3 (DuckDB on ``local``; a Glue table of that name on ``aws``)."""
+
+    uri: str = Field(pattern=S3_URI)
+    format: Literal["parquet", "csv"] = "parquet"
+
+
+class SqlSource(_Spec):
+    """An Athena/Glue SQL query (Athena on ``aws``; DuckDB over the tables' files on ``local``)."""
+
+    type: Literal["sql"]
+    query: str = Field(min_length=10)
+    database: str = Field("default", pattern=r"^[a-z0-9_]{1,255}$")
+    tables: dict[str, Table] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _select(self) -> SqlSource:
+        if not re.match(r"^\s*(with|select)\b", self.query, re.IGNORECASE):
+            raise ValueError("query must be one SELECT (or WITH ... SELECT) statement")
+        return self
+
+
+class FeatureStoreSource(_Spec):
+    """A SageMaker Feature Store feature group: a point-in-time training set from its offline store."""
+
+    type: Literal["feature_store"]
+    feature_group: str = Field(pattern=r"^[a-zA-Z0-9]([_-]*[a-zA-Z0-9]){0,63}$")
+
+
+Source = Annotated[SyntheticSource | S3Source | SqlSource | FeatureStoreSource, Field(discriminator="type")]
+
+
+class DataSpec(_Spec):
+    """Where the training data comes from, and how it is windowed and split into channels."""
+
+    source: Source
+    window_days: int | None = Field(30, ge=1, le=3650)
+    validation_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    max_rows: int | None = Field(None, ge=100)
+    seed: int = 7
+
+
+class Feature(_Spec):
+    """One input feature: numeric or categorical (an optional ``domain`` lists the expected values)."""
+
+    type: Literal["numeric", "categorical"]
+    domain: list[str] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _domain(self) -> Feature:
+        if self.domain is not None and self.type != "categorical":
+            raise ValueError("domain applies to categorical features only")
+        return self
+
+
+class SchemaSpec(_Spec):
+    """The columns the model reads: an id, the label, an optional event time, the typed features."""
+
+    id: str = Field(pattern=COLUMN)
+    label: str = Field(pattern=COLUMN)
+    event_time: str | None = Field(None, pattern=COLUMN)
+    features: dict[str, Feature] = Field(min_length=1)
+    classes: list[str] | None = Field(None, min_length=3, description="multiclass: the label values, in output order")
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        """``amount: numeric`` is short for ``amount: {type: numeric}``."""
+        if isinstance(value, dict):
+            return {k: {"type": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SchemaSpec:
+        bad = [n for n in self.features if not re.match(COLUMN, n)]
+        if bad:
+            raise ValueError(f"features: column name(s) {bad} must be printable, without double quotes")
+        for role in ("id", "label", "event_time"):
+            column = getattr(self, role)
+            if column is not None and column in self.features:
+                raise ValueError(f"{role}={column!r} is also listed under features; a column has one role")
+        if self.event_time is not None and self.event_time in (self.id, self.label):
+            raise ValueError(f"event_time={self.event_time!r} must differ from id and label")
+        if self.id == self.label:
+            raise ValueError(f"id and label are both {self.id!r}; they must be different columns")
+        return self
+
+    @property
+    def numeric(self) -> list[str]:
+        return [n for n, f in self.features.items() if f.type == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [n for n, f in self.features.items() if f.type == "categorical"]
+
+
+Task = Literal["binary", "multiclass", "regression"]
+#: Metrics ``evaluation.json`` carries per task, and their direction (+1 higher is better, -1 lower).
+TASK_METRICS: dict[str, dict[str, int]] = {
+    "binary": {"accuracy": 1, "roc_auc": 1, "pr_auc": 1, "precision": 1, "recall": 1, "f1": 1, "log_loss": -1},
+    "multiclass": {"accuracy": 1, "macro_f1": 1, "weighted_f1": 1, "log_loss": -1},
+    "regression": {"mae": -1, "rmse": -1, "r2": 1},
+}
 
 
 class MetricRule(_Spec):
-    """Approve when the metric is >= ``approve_at``; reject when it is < ``reject_below``."""
+    """One metric's approval band, in the metric's direction.
 
-    approve_at: Fraction
-    reject_below: Fraction
+    Higher is better (accuracy, ROC AUC, R²...): approve at ``>= approve_at``, reject ``< reject_below``.
+    Lower is better (RMSE, MAE, log loss): approve at ``<= approve_at``, reject ``> reject_above``.
+    """
+
+    approve_at: float
+    reject_below: float | None = None
+    reject_above: float | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> MetricRule:
-        if self.approve_at < self.reject_below:
+    def _one_floor(self) -> MetricRule:
+        if (self.reject_below is None) == (self.reject_above is None):
+            raise ValueError("give exactly one of reject_below (higher is better) or reject_above (lower is better)")
+        if self.reject_below is not None and self.approve_at < self.reject_below:
             raise ValueError(
                 f"approve_at={self.approve_at} must be >= reject_below={self.reject_below}; "
                 "raise approve_at or lower reject_below"
             )
+        if self.reject_above is not None and self.approve_at > self.reject_above:
+            raise ValueError(
+                f"approve_at={self.approve_at} must be <= reject_above={self.reject_above}; "
+                "lower approve_at or raise reject_above"
+            )
         return self
 
-
-EVALUATION_METRICS = ("accuracy", "roc_auc", "pr_auc", "precision", "recall", "f1")
+    @property
+    def direction(self) -> int:
+        return 1 if self.reject_below is not None else -1
 
 
 class ApprovalSpec(_Spec):
     rules: dict[str, MetricRule] = Field(min_length=1)
     human_timeout_hours: float = Field(24, gt=0, le=24 * 14)
     human_default: Literal["Approve", "Reject"] = "Reject"
-
-    @field_validator("rules")
-    @classmethod
-    def _known_metrics(cls, rules: dict[str, MetricRule]) -> dict[str, MetricRule]:
-        unknown = sorted(set(rules) - set(EVALUATION_METRICS))
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; evaluation.json has {list(EVALUATION_METRICS)}")
-        return rules
 
 
 class RegistrySpec(_Spec):
@@ -144,6 +273,28 @@ class ScheduleSpec(_Spec):
     monitor: str | None = "@hourly"
     drift_retrain_cooldown_hours: float = Field(12, ge=0)
 
+    @field_validator("retrain", "monitor")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and not _valid_cron(value):
+            raise ValueError(
+                "is not a cron expression (5 fields, e.g. '0 3 * * *') or a preset "
+                f"({', '.join(sorted(CRON_PRESETS))}); use null for no schedule"
+            )
+        return value
+
+
+CRON_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
+                "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@midnight": "0 0 * * *"}
+
+
+def _valid_cron(expr: str) -> bool:
+    """What Airflow's ``CronTriggerTimetable`` accepts: a preset or a 5-field cron croniter can expand."""
+    from croniter import croniter
+
+    expr = CRON_PRESETS.get(expr, expr)
+    return len(expr.split()) == 5 and croniter.is_valid(expr)
+
 
 class Toleration(_Spec):
     key: str
@@ -154,7 +305,7 @@ class Toleration(_Spec):
 
 class ServingSpec(_Spec):
     runtime: Literal["project", "triton"] = "project"
-    image: str = "ghcr.io/hybrid-mlops/fraud-predictor:latest"
+    image: str = "ghcr.io/hybrid-mlops/predictor:latest"
     regions: list[str] = Field(["us-west-2"], min_length=1)
     cluster_name: str = "mlops-{region}"
     namespace: str = Field("models", pattern=DNS_NAME)
@@ -202,6 +353,8 @@ class DriftSpec(_Spec):
     completeness: Fraction = 0.99
     min_window_rows: int = Field(100, ge=1)
     features: dict[str, FeatureDrift] = Field(default_factory=dict)
+    external_report_prefix: str | None = Field(
+        None, pattern=S3_URI, description="watch an external Model Monitor schedule's output and retrain on it")
 
 
 class CostSpec(_Spec):
@@ -213,14 +366,16 @@ class CostSpec(_Spec):
 
 
 class ModelSpec(_Spec):
-    """A whole model: data, training, registry, approval, serving, drift and cost."""
+    """A whole model: task, schema, data, training, registry, approval, serving, drift and cost."""
 
     name: str = Field(pattern=DNS_NAME)
     description: str = ""
     team: str = Field(min_length=1)
     environment: Literal["dev", "staging", "prod"] = "dev"
+    task: Task
+    schema_: SchemaSpec = Field(alias="schema")
     schedule: ScheduleSpec = ScheduleSpec()
-    data: DataSpec = DataSpec()
+    data: DataSpec
     training: TrainingSpec
     registry: RegistrySpec
     approval: ApprovalSpec
@@ -228,9 +383,43 @@ class ModelSpec(_Spec):
     drift: DriftSpec = DriftSpec()
     cost: CostSpec
 
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        metrics = TASK_METRICS[self.task]
+        for name, rule in self.approval.rules.items():
+            if name not in metrics:
+                raise ValueError(f"approval.rules.{name}: unknown metric for task {self.task!r}; "
+                                 f"evaluation.json has {list(metrics)}")
+            if rule.direction != metrics[name]:
+                want, got = ("reject_below", "reject_above") if metrics[name] > 0 else ("reject_above", "reject_below")
+                better = "higher" if metrics[name] > 0 else "lower"
+                raise ValueError(f"approval.rules.{name}: {better} is better for {name}; use {want} instead of {got}")
+        if self.task == "multiclass" and self.schema_.classes is None:
+            raise ValueError("schema.classes: is required for task 'multiclass' (the label values, in output order)")
+        if self.task != "multiclass" and self.schema_.classes is not None:
+            raise ValueError(f"schema.classes: applies to task 'multiclass' only, not {self.task!r}")
+        unknown = sorted(set(self.drift.features) - set(self.schema_.features))
+        if unknown:
+            raise ValueError(f"drift.features: {unknown} are not features of schema.features")
+        if isinstance(self.data.source, SyntheticSource) and self.task != "binary":
+            raise ValueError(f"data.source: the {self.data.source.generator} generator makes a binary task, "
+                             f"not {self.task!r}")
+        return self
+
     @property
     def dag_suffix(self) -> str:
         return self.name.replace("-", "_")
+
+    @property
+    def data_schema(self) -> SchemaSpec:
+        """The ``schema`` section (``schema`` itself is a reserved name on pydantic models)."""
+        return self.schema_
+
+    def metric_definitions(self) -> list[dict]:
+        """SageMaker ``MetricDefinitions``: the spec's, or one per task metric for the project's trainer."""
+        if self.training.metric_definitions:
+            return [{"Name": m.name, "Regex": m.regex} for m in self.training.metric_definitions]
+        return [{"Name": f"validation:{m}", "Regex": f"validation_{m}=([-+0-9.eE]+|nan)"} for m in TASK_METRICS[self.task]]
 
     def cost_tags(self) -> dict[str, str]:
         """Cost-allocation tags the project puts on everything it creates for this model."""
@@ -240,14 +429,20 @@ class ModelSpec(_Spec):
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         shown = e.get("input")
         if e["type"] == "extra_forbidden":
             msg = "is not a known field (check its spelling and indentation)"
         elif e["type"] == "missing":
             msg = "is required"
-        value = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(shown, dict) else f"={shown!r}"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"type={e['ctx']['tag']!r} is not a source type; use one of {e['ctx']['expected_tags']}"
+        if not loc:  # a whole-spec check names its own field
+            lines.append(f"{source}: {msg}")
+            continue
+        value = "" if e["type"] in ("missing", "extra_forbidden", "union_tag_invalid") or isinstance(shown, dict) \
+            else f"={shown!r}"
         lines.append(f"{source}: {loc}{value}: {msg}")
     return "\n".join(lines)
 
@@ -259,6 +454,9 @@ def parse_spec(data: Any, source: str = "<spec>") -> ModelSpec:
         return ModelSpec.model_validate(data)
     except ValidationError as err:
         raise SpecError(_format_errors(source, err)) from None
+
+
+SPEC_SUFFIXES = (".yaml", ".yml")
 
 
 def load_spec(path: str | Path) -> ModelSpec:
@@ -273,6 +471,39 @@ def load_spec(path: str | Path) -> ModelSpec:
     return spec
 
 
+def spec_files(directory: str | Path) -> list[Path]:
+    return sorted(p for p in Path(directory).iterdir() if p.suffix in SPEC_SUFFIXES and p.is_file()) \
+        if Path(directory).is_dir() else []
+
+
+def load_all(directory: str | Path) -> tuple[list[ModelSpec], dict[str, SpecError]]:
+    """Every spec that loads, and ``{file: error}`` for those that don't: one bad file never hides another.
+
+    Names and package groups must be unique: of two files that claim one, the later (by file name)
+    is refused, naming the earlier.
+    """
+    good: list[ModelSpec] = []
+    errors: dict[str, SpecError] = {}
+    claimed: dict[tuple[str, str], Path] = {}
+    for path in spec_files(directory):
+        try:
+            spec = load_spec(path)
+            for field, value in (("name", spec.name), ("registry.model_package_group", spec.registry.model_package_group)):
+                if (field, value) in claimed:
+                    raise SpecError(f"{path}: {field}={value!r} is already used by {claimed[(field, value)]}; "
+                                    "each model needs its own")
+        except SpecError as err:
+            errors[str(path)] = err
+            continue
+        claimed[("name", spec.name)] = path
+        claimed[("registry.model_package_group", spec.registry.model_package_group)] = path
+        good.append(spec)
+    return sorted(good, key=lambda s: s.name), errors
+
+
 def load_specs(directory: str | Path) -> list[ModelSpec]:
-    """All model specs in a directory, sorted by name."""
-    return [load_spec(p) for p in sorted(Path(directory).glob("*.yaml"))]
+    """All model specs in a directory, sorted by name; raises on the first invalid one (strict callers)."""
+    specs, errors = load_all(directory)
+    if errors:
+        raise SpecError("\n".join(str(e) for e in errors.values()))
+    return specs
