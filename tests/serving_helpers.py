@@ -65,8 +65,8 @@ torch.onnx.export(
     dynamic_axes={"numeric": {0: "n"}, "categorical": {0: "n"}, "probability": {0: "n"}},
     opset_version=17, dynamo=False,
 )
-schema = {"model": "fraud-detection", "numeric": list(NUMERIC_FEATURES), "categorical": vocab,
-          "output": "probability", "threshold": 0.5}
+schema = {"model": "fraud-detection", "task": "binary", "id": "transaction_id", "numeric": list(NUMERIC_FEATURES),
+          "categorical": vocab, "output": "probability", "threshold": 0.5}
 with open(os.path.join(out, "input_schema.json"), "w") as f:
     json.dump(schema, f, indent=2)
 """

@@ -85,6 +85,7 @@ class Schema:
         self.model = doc["model"]
         self.task = doc["task"]
         self.label = doc["label"]
+        self.id = doc.get("id")
         self.numeric = list(doc.get("numeric", []))
         self.categorical = list(doc.get("categorical", []))
         self.domains = dict(doc.get("domains") or {})
@@ -414,7 +415,7 @@ def main(argv=None) -> int:
                  if isinstance(v, float) and k != "onnx_max_abs_diff" and not math.isinf(v)))
     log(f"onnx_max_abs_diff={evaluation['onnx_max_abs_diff']:.2e}")
 
-    input_schema = {"model": schema.model, "task": schema.task, "numeric": schema.numeric,
+    input_schema = {"model": schema.model, "task": schema.task, "id": schema.id, "numeric": schema.numeric,
                     "categorical": {c: vocab[c] for c in schema.categorical}, "output": OUTPUTS[schema.task]}
     if threshold is not None:
         input_schema["threshold"] = threshold

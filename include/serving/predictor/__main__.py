@@ -1,4 +1,4 @@
-"""Entry point: ``python -m predictor --model-name fraud-detection --model-uri ... --model-version ...``.
+"""Entry point: ``python -m predictor --model-name NAME --model-uri ... --model-version ...``.
 
 Run from ``include/serving`` (the image's working directory). KServe's ``model_server.parser`` is the
 argparse parent, so its options (``--max_threads``, ``--grpc_max_receive_message_length``, ...) work too.
@@ -13,7 +13,7 @@ import logging
 from kserve import model_server
 
 from .capture import CaptureWriter, S3Sink
-from .model import FraudDetectionModel
+from .model import TabularModel
 from .runtime import DEVICES
 from .server import InferenceFront, PredictorServer
 
@@ -23,10 +23,12 @@ logger = logging.getLogger("kserve.predictor")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m predictor", parents=[model_server.parser],
-        description="KServe predictor for the fraud-detection ONNX model.",
+        description="KServe predictor for the project's tabular ONNX models.",
     )
-    parser.add_argument("--model-name", dest="model_name", default="fraud-detection",
+    parser.add_argument("--model-name", dest="model_name", required=True,
                         help="Name on the endpoint paths (/v2/models/<name>/infer).")
+    parser.add_argument("--id-column", default=None,
+                        help="The optional per-row id input (the spec's schema.id) when input_schema.json names none.")
     parser.add_argument("--model-uri", required=True,
                         help="The artifact: a directory, a model.tar.gz, or s3://bucket/key (AWS_ENDPOINT_URL honoured).")
     parser.add_argument("--model-version", default="1", help="Version reported in responses and capture records.")
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--access-log", action="store_true",
                         help="Log every request (uvicorn access log and KServe latency lines); off for speed.")
     # the parent's --model_name/--http_port/--grpc_port share these dests; one default for both spellings
-    parser.set_defaults(model_name="fraud-detection", http_port=model_server.args.http_port,
+    parser.set_defaults(http_port=model_server.args.http_port,
                         grpc_port=model_server.args.grpc_port)
     return parser
 
@@ -60,9 +62,9 @@ def main(argv: list[str] | None = None) -> None:
             S3Sink(args.capture_bucket), args.model_name, args.model_version,
             flush_seconds=args.capture_flush_seconds, max_rows=args.capture_max_rows,
         )
-    model = FraudDetectionModel(
+    model = TabularModel(
         args.model_name, args.model_uri, version=args.model_version, device=args.device,
-        intra_op_threads=args.intra_op_threads, max_rows=args.max_rows, capture=capture,
+        intra_op_threads=args.intra_op_threads, max_rows=args.max_rows, capture=capture, id_column=args.id_column,
     )
     server = PredictorServer(
         http_port=args.http_port,

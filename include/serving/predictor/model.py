@@ -1,9 +1,12 @@
-"""The fraud-detection ``kserve.Model``: load the ONNX artifact, validate, score, capture.
+"""The project's tabular ``kserve.Model``: load the ONNX artifact, validate, score, capture.
 
 ``preprocess`` decodes and validates a v2 ``InferRequest`` (REST or gRPC) or a v1 body against
 ``input_schema.json``; ``predict`` runs onnxruntime; ``postprocess`` records the pair for request
-capture and builds the v2 ``InferResponse`` (``probability`` FP32 and ``label`` INT8 at the
-schema's threshold) or the v1 ``{"predictions": [...]}``.
+capture and builds the v2 ``InferResponse`` or the v1 ``{"predictions": [...]}``, by task:
+
+binary      ``probability`` FP32 [N] and ``label`` INT8 (at the schema's threshold)
+multiclass  ``probabilities`` FP32 [N, K] and ``label`` BYTES (the most likely class)
+regression  ``prediction`` FP32 [N]
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ def request_id_for(headers: dict | None, given: Any = None) -> str:
     return uuid.uuid4().hex
 
 
-class FraudDetectionModel(Model):
-    """Serves the registry's ONNX fraud model with schema validation and request capture.
+class TabularModel(Model):
+    """Serves a registry's ONNX model with schema validation and request capture.
 
     .. seealso:: https://kserve.github.io/website/latest/modelserving/v1beta1/custom/custom_model/
 
@@ -51,10 +54,12 @@ class FraudDetectionModel(Model):
     :param intra_op_threads: onnxruntime intra-op threads.
     :param max_rows: the most rows one request may carry.
     :param capture: where request/response pairs go (None: no capture).
+    :param id_column: the optional id input, when ``input_schema.json`` names none.
     """
 
     def __init__(self, name: str, model_uri: str, version: str = "1", device: str = "auto",
-                 intra_op_threads: int = 1, max_rows: int = 100_000, capture: CaptureWriter | None = None):
+                 intra_op_threads: int = 1, max_rows: int = 100_000, capture: CaptureWriter | None = None,
+                 id_column: str | None = None):
         super().__init__(name)
         self.model_uri = model_uri
         self.version = version
@@ -62,13 +67,15 @@ class FraudDetectionModel(Model):
         self.intra_op_threads = intra_op_threads
         self.max_rows = max_rows
         self.capture = capture
+        self.id_column = id_column
         self.schema: InputSchema | None = None
         self.scorer: OnnxScorer | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def load(self) -> bool:
         model_dir = artifact.resolve(self.model_uri)
-        self.schema = InputSchema.from_file(model_dir / "input_schema.json", max_rows=self.max_rows)
+        self.schema = InputSchema.from_file(model_dir / "input_schema.json", max_rows=self.max_rows,
+                                            id_column=self.id_column)
         if self.schema.model and self.schema.model != self.name:
             logger.warning("input_schema.json names model %r; serving it as %r", self.schema.model, self.name)
         self.scorer = OnnxScorer(
@@ -109,11 +116,10 @@ class FraudDetectionModel(Model):
             outputs = payload.request_outputs
             if outputs:
                 names = tuple(o.name for o in outputs)
-                unknown = [n for n in names if n not in (self.schema.output, LABEL)]
+                known = self.schema.output_names()
+                unknown = [n for n in names if n not in known]
                 if unknown:
-                    raise InvalidInput(
-                        f"outputs: unknown output(s) {unknown}; the model returns {[self.schema.output, LABEL]}"
-                    )
+                    raise InvalidInput(f"outputs: unknown output(s) {unknown}; the model returns {list(known)}")
                 batch.requested_outputs = names
             return batch
         if isinstance(payload, (bytes, bytearray)):
@@ -129,21 +135,29 @@ class FraudDetectionModel(Model):
         return payload  # checked against the schema in preprocess
 
     def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
-        batch.probability = self.scorer(batch.numeric, batch.categorical)
+        batch.scores = self.scorer(batch.numeric, batch.categorical)
         return batch
+
+    def _label(self, scores: np.ndarray) -> np.ndarray | None:
+        if self.schema.task == "binary":
+            return (scores >= self.schema.threshold).astype(np.int8)
+        if self.schema.task == "multiclass":
+            return np.asarray(self.schema.classes, dtype=object)[np.argmax(scores, axis=1)]
+        return None
 
     def postprocess(self, batch: Batch, headers: dict[str, str] | None = None,
                     response_headers: dict[str, str] | None = None) -> InferResponse | dict:
-        prob = batch.probability
+        scores = batch.scores
         if self.capture is not None:
-            self.capture.record(batch.request_id, batch.protocol, batch.columns, {self.schema.output: prob}, batch.rows)
+            self.capture.record(batch.request_id, batch.protocol, batch.columns, {self.schema.output: scores}, batch.rows)
         if batch.protocol == "v1":
-            return {"predictions": prob}
-        n = prob.shape[0]
-        outputs = [
-            InferOutput(self.schema.output, [n], "FP32", data=prob),
-            InferOutput(LABEL, [n], "INT8", data=(prob >= self.schema.threshold).astype(np.int8)),
-        ]
+            return {"predictions": scores}
+        n = scores.shape[0]
+        outputs = [InferOutput(self.schema.output, list(scores.shape), "FP32", data=scores)]
+        label = self._label(scores)
+        if label is not None:
+            outputs.append(InferOutput(LABEL, [n], "INT8" if label.dtype == np.int8 else "BYTES",
+                                       data=label if label.dtype == np.int8 else label.tolist()))
         if batch.requested_outputs:
             outputs = [o for o in outputs if o.name in batch.requested_outputs]
         return InferResponse(

@@ -32,14 +32,14 @@ def select_providers(device: str, available: list[str]) -> list[str]:
 
 
 class OnnxScorer:
-    """An onnxruntime session over the model's ``numeric``/``categorical`` inputs.
+    """An onnxruntime session over the model's ``numeric`` / ``categorical`` inputs (either may be absent).
 
     .. seealso:: https://onnxruntime.ai/docs/api/python/api_summary.html#inferencesession
 
     :param path: the ``model.onnx`` file.
-    :param n_numeric: expected width of the ``numeric`` input.
-    :param n_categorical: expected width of the ``categorical`` input.
-    :param output: name of the probability output.
+    :param n_numeric: expected width of the ``numeric`` input (0: the graph has none).
+    :param n_categorical: expected width of the ``categorical`` input (0: the graph has none).
+    :param output: name of the output (``probability``, ``probabilities`` or ``prediction``).
     :param device: ``auto``, ``cpu`` or ``cuda``.
     :param intra_op_threads: onnxruntime intra-op threads (1 keeps small requests fast).
     """
@@ -56,7 +56,9 @@ class OnnxScorer:
         self.provider = self.session.get_providers()[0]
         logger.info("onnxruntime %s: running on %s (requested %s)", ort.__version__, self.provider, providers)
         inputs = {i.name: i for i in self.session.get_inputs()}
-        for name, width, kind in (("numeric", n_numeric, "tensor(float)"), ("categorical", n_categorical, "tensor(int64)")):
+        wanted = [(n, w, k) for n, w, k in (("numeric", n_numeric, "tensor(float)"),
+                                            ("categorical", n_categorical, "tensor(int64)")) if w]
+        for name, width, kind in wanted:
             if name not in inputs:
                 raise ValueError(f"{path}: the graph has no input {name!r} (inputs: {sorted(inputs)})")
             if inputs[name].type != kind or inputs[name].shape[-1] not in (width, None) and not isinstance(inputs[name].shape[-1], str):
@@ -64,6 +66,10 @@ class OnnxScorer:
                     f"{path}: input {name!r} is {inputs[name].type} {inputs[name].shape}; "
                     f"input_schema.json expects {kind} [N, {width}]"
                 )
+        extra = sorted(set(inputs) - {n for n, _, _ in wanted})
+        if extra:
+            raise ValueError(f"{path}: the graph takes input(s) {extra} that input_schema.json does not describe")
+        self.has_numeric, self.has_categorical = bool(n_numeric), bool(n_categorical)
         outputs = [o.name for o in self.session.get_outputs()]
         if output not in outputs:
             raise ValueError(f"{path}: the graph has no output {output!r} (outputs: {outputs})")
@@ -71,5 +77,10 @@ class OnnxScorer:
         self._run = self.session.run
 
     def __call__(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-        (prob,) = self._run(self.output_names, {"numeric": numeric, "categorical": categorical})
-        return prob.reshape(-1)
+        feeds = {}
+        if self.has_numeric:
+            feeds["numeric"] = numeric
+        if self.has_categorical:
+            feeds["categorical"] = categorical
+        (out,) = self._run(self.output_names, feeds)
+        return out if out.ndim == 2 and out.shape[1] > 1 else out.reshape(-1)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from kserve.errors import InvalidInput
 
-TRANSACTION_ID = "transaction_id"
+#: Outputs per task: the graph's output and what the response adds.
+TASK_OUTPUTS = {"binary": "probability", "multiclass": "probabilities", "regression": "prediction"}
 NUMERIC_DATATYPES = {
     "FP32": np.float32,
     "FP64": np.float64,
@@ -38,7 +39,7 @@ class Batch:
     :param protocol: ``"v1"`` or ``"v2"``.
     :param numeric: float32 [N, len(numeric features)], NaN = missing.
     :param categorical: int64 [N, len(categorical features)], -1 = unknown.
-    :param columns: feature (and ``transaction_id``) -> the values as sent.
+    :param columns: feature (and the id column) -> the values as sent.
     """
 
     request_id: str
@@ -48,7 +49,7 @@ class Batch:
     columns: dict[str, Any]
     binary_output: bool = False
     requested_outputs: tuple[str, ...] | None = None
-    probability: np.ndarray | None = None
+    scores: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -58,30 +59,39 @@ class Batch:
 class InputSchema:
     """``input_schema.json`` of a model artifact, with the lookups the decoders need.
 
-    :param spec: the parsed JSON: ``model``, ``numeric`` (names in column order), ``categorical``
-        (feature -> vocabulary in code order), ``output`` and ``threshold``.
+    :param spec: the parsed JSON: ``model``, ``task`` (binary, multiclass, regression), ``numeric``
+        (names in column order), ``categorical`` (feature -> vocabulary in code order), ``output``,
+        ``classes`` (multiclass), ``threshold`` (binary) and ``id`` (the optional id column).
     :param max_rows: the most rows one request may carry.
+    :param id_column: the id column when the schema names none (the model spec's ``schema.id``).
     """
 
-    def __init__(self, spec: dict, max_rows: int = 100_000):
+    def __init__(self, spec: dict, max_rows: int = 100_000, id_column: str | None = None):
         try:
-            self.numeric = tuple(spec["numeric"])
-            self.vocab = {name: tuple(values) for name, values in spec["categorical"].items()}
-            self.output = str(spec.get("output", "probability"))
+            self.task = str(spec.get("task", "binary"))
+            self.numeric = tuple(spec.get("numeric") or ())
+            self.vocab = {name: tuple(values) for name, values in (spec.get("categorical") or {}).items()}
+            self.output = str(spec.get("output", TASK_OUTPUTS.get(self.task, "")))
             self.threshold = float(spec.get("threshold", 0.5))
-        except (KeyError, TypeError, ValueError) as exc:
+            self.classes = tuple(str(c) for c in spec.get("classes") or ())
+            self.id_column = spec.get("id") or id_column
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(
-                f"input_schema.json: {exc!r}; expected keys numeric (list), categorical (dict of lists), "
-                "output (str), threshold (float)"
+                f"input_schema.json: {exc!r}; expected keys task, numeric (list), categorical (dict of lists), "
+                "output (str), classes (multiclass), threshold (binary)"
             ) from exc
-        if not self.numeric or not self.vocab:
-            raise ValueError("input_schema.json: numeric and categorical must both be non-empty")
+        if self.task not in TASK_OUTPUTS:
+            raise ValueError(f"input_schema.json: task={self.task!r} must be one of {sorted(TASK_OUTPUTS)}")
+        if not self.numeric and not self.vocab:
+            raise ValueError("input_schema.json: the model has no features (numeric and categorical both empty)")
+        if self.task == "multiclass" and len(self.classes) < 2:
+            raise ValueError("input_schema.json: a multiclass model needs its classes, in output order")
         self.model = spec.get("model")
         self.max_rows = max_rows
         self.categorical = tuple(self.vocab)
         self.features = self.numeric + self.categorical
         self.feature_set = frozenset(self.features)
-        self.accepted = self.feature_set | {TRANSACTION_ID}
+        self.accepted = self.feature_set | ({self.id_column} if self.id_column else set())
         self.numeric_index = {name: i for i, name in enumerate(self.numeric)}
         self.categorical_index = {name: i for i, name in enumerate(self.categorical)}
         # str and bytes -> code; None (missing) -> -1 like an unseen category
@@ -92,11 +102,12 @@ class InputSchema:
         self._expected = (
             f"numeric features {list(self.numeric)} and categorical features {list(self.categorical)}"
         )
+        self._optional = f" (and optionally {self.id_column!r})" if self.id_column else ""
 
     @classmethod
-    def from_file(cls, path: str | Path, max_rows: int = 100_000) -> InputSchema:
+    def from_file(cls, path: str | Path, max_rows: int = 100_000, id_column: str | None = None) -> InputSchema:
         with open(path) as f:
-            return cls(json.load(f), max_rows=max_rows)
+            return cls(json.load(f), max_rows=max_rows, id_column=id_column)
 
     # ------------------------------------------------------------------ v2 metadata
     def v2_inputs(self) -> list[dict]:
@@ -105,10 +116,16 @@ class InputSchema:
         return specs
 
     def v2_outputs(self) -> list[dict]:
-        return [
-            {"name": self.output, "datatype": "FP32", "shape": [-1]},
-            {"name": "label", "datatype": "INT8", "shape": [-1]},
-        ]
+        if self.task == "regression":
+            return [{"name": self.output, "datatype": "FP32", "shape": [-1]}]
+        if self.task == "multiclass":
+            return [{"name": self.output, "datatype": "FP32", "shape": [-1, len(self.classes)]},
+                    {"name": "label", "datatype": "BYTES", "shape": [-1]}]
+        return [{"name": self.output, "datatype": "FP32", "shape": [-1]},
+                {"name": "label", "datatype": "INT8", "shape": [-1]}]
+
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o["name"] for o in self.v2_outputs())
 
     # ------------------------------------------------------------------ shared checks
     def _rows(self, n: int, where: str) -> int:
@@ -171,10 +188,7 @@ class InputSchema:
         for inp in inputs:
             name = inp.name
             if name not in self.accepted:
-                raise InvalidInput(
-                    f"inputs: unknown input {name!r}; the model takes {self._expected} "
-                    f"(and optionally {TRANSACTION_ID!r})"
-                )
+                raise InvalidInput(f"inputs: unknown input {name!r}; the model takes {self._expected}{self._optional}")
             if name in seen:
                 raise InvalidInput(f"inputs: {name!r} given twice")
             seen[name] = inp
@@ -238,10 +252,10 @@ class InputSchema:
                         raise InvalidInput(f"{where}: expected a list of strings, got {type(values).__name__}")
                     if len(values) != n:
                         raise InvalidInput(f"{where}: {len(values)} values for shape {shape}")
-                if name != TRANSACTION_ID:
+                if name != self.id_column:
                     categorical[:, self.categorical_index[name]] = self._categorical_codes(name, values, where)
                 elif not all(isinstance(v, (str, bytes)) for v in values):
-                    raise InvalidInput(f"{where}: transaction ids must be strings")
+                    raise InvalidInput(f"{where}: ids must be strings")
                 columns[name] = values
         return Batch(request_id, "v2", numeric, categorical, columns)
 
@@ -252,7 +266,7 @@ class InputSchema:
             raise InvalidInput(f'body: expected a JSON object {{"instances": [...]}}, got {type(body).__name__}')
         instances = body.get("instances")
         if not isinstance(instances, list):
-            raise InvalidInput('body: "instances" must be a list of objects, one per transaction')
+            raise InvalidInput('body: "instances" must be a list of objects, one per row')
         n = self._rows(len(instances), "instances")
         plain, with_id = self.feature_set, self.accepted
         for i, row in enumerate(instances):
@@ -272,11 +286,11 @@ class InputSchema:
             values = [row[name] for row in instances]
             categorical[:, j] = self._categorical_codes(name, values, f"instances[*].{name}")
             columns[name] = values
-        if TRANSACTION_ID in instances[0]:
-            ids = [row.get(TRANSACTION_ID) for row in instances]
+        if self.id_column and self.id_column in instances[0]:
+            ids = [row.get(self.id_column) for row in instances]
             if not all(isinstance(v, str) for v in ids):
-                raise InvalidInput(f"instances[*].{TRANSACTION_ID}: must be a string on every row, or on none")
-            columns[TRANSACTION_ID] = ids
+                raise InvalidInput(f"instances[*].{self.id_column}: must be a string on every row, or on none")
+            columns[self.id_column] = ids
         return Batch(request_id, "v1", numeric, categorical, columns)
 
     def _check_row_keys(self, i: int, row: dict) -> None:
@@ -286,10 +300,8 @@ class InputSchema:
             raise InvalidInput(f"instances[{i}]: missing feature(s) {missing}; each instance needs {self._expected}")
         unknown = sorted(keys - self.accepted)
         if unknown:
-            raise InvalidInput(
-                f"instances[{i}]: unknown field(s) {unknown}; each instance takes {self._expected} "
-                f"(and optionally {TRANSACTION_ID!r})"
-            )
+            raise InvalidInput(f"instances[{i}]: unknown field(s) {unknown}; each instance takes {self._expected}"
+                               f"{self._optional}")
 
 
 def _split_bytes(raw: bytes, n: int, where: str) -> list[bytes]:
