@@ -160,10 +160,10 @@ def test_report_sensor_fires_on_model_monitor_output(aws):
     boto3.client("s3").put_object(Bucket=_bucket(), Key="mm-output/endpoint/schedule/2026/05/01/09/constraint_violations.json",
                                   Body=json.dumps({"violations": []}))
     sensor = _sensor()
-    assert sensor.poke({}) is False  # a report without violations does not count
+    assert not sensor.poke({})  # a report without violations does not count
     boto3.client("s3").put_object(Bucket=_bucket(), Key=key, Body=json.dumps({"violations": [
         {"feature_name": "amount", "constraint_check_type": "baseline_drift_check", "description": "x"}]}))
-    found = sensor.poke({})
+    found = sensor.poke({}).xcom_value
     assert found["report_uri"] == f"s3://{_bucket()}/{key}"
 
     from hybrid_mlops.triggers.drift import DriftReportTrigger
