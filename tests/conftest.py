@@ -31,6 +31,8 @@ os.environ.update(
 import pytest  # noqa: E402
 
 from hybrid_mlops.local.moto import MotoServer  # noqa: E402
+# Every AWS request a test sends is checked against botocore's service model (moto accepts what AWS rejects).
+from strict_aws import strict_aws_requests  # noqa: E402,F401
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
