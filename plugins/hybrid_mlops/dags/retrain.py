@@ -132,7 +132,11 @@ def build_retrain_dag(spec: ModelSpec):
             config=config,
             aws_conn_id=conn,
             check_interval=60,
-            max_ingestion_time=spec.training.max_wait_seconds or spec.training.max_run_seconds,
+            # The job's own bound (run + spot wait + margin); the operator also derives the number of
+            # polls from it, so the deferred wait never gives up on a job SageMaker still runs.
+            max_ingestion_time=TrainModelOperator.wait_bound_seconds({"StoppingCondition": {
+                "MaxRuntimeInSeconds": spec.training.max_run_seconds,
+                "MaxWaitTimeInSeconds": spec.training.max_wait_seconds or 0}}),
             print_log=False,
         )
         evaluation = evaluate(train.output, prepared)
