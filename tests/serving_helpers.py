@@ -278,3 +278,13 @@ def v1_json(cols: dict, lo: int = 0, hi: int | None = None) -> bytes:
 
 
 sys.path.insert(0, str(ROOT / "plugins"))
+
+
+def fraud_smoke_sample(rows: int = 4, seed: int = 11) -> dict:
+    """A smoke-test sample (:mod:`hybrid_mlops.serving.smoke`) of generated fraud rows."""
+    from hybrid_mlops.data.generator import CATEGORICAL_FEATURES, generate
+
+    cols = generate(rows, seed=seed)
+    schema = {"task": "binary", "numeric": list(_numeric_features()),
+              "categorical": {k: list(v) for k, v in CATEGORICAL_FEATURES.items()}}
+    return {"schema": schema, "rows": {f: cols[f].tolist() for f in (*_numeric_features(), *_categorical_features())}}

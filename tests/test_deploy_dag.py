@@ -4,6 +4,7 @@ Kubernetes APIs on kmock (the test plays KServe's controller), the local target'
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from data.kserve.cluster import DEPLOYMENTS, SERVICES, FakeCluster, failed_status, ready_status
 from data.kserve.model_server import TinyV2Server
+from serving_helpers import fraud_smoke_sample
 from hybrid_mlops.serving import manifest as m
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +36,8 @@ def register(version_bytes: bytes, status: str = "Approved") -> dict:
     n = len(sm.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"]) + 1
     key = f"models/fraud-detection/job-{n}/output/model.tar.gz"
     s3.put_object(Bucket=bucket, Key=key, Body=version_bytes)
+    s3.put_object(Bucket=bucket, Key=f"models/fraud-detection/job-{n}/output/smoke_sample.json",
+                  Body=json.dumps(fraud_smoke_sample(4)).encode())
     arn = sm.create_model_package(
         ModelPackageGroupName=GROUP,
         InferenceSpecification={
@@ -150,7 +154,7 @@ def test_deploy_dag_on_eks_regions_canary_promote_rerun_and_rollback(aws, airflo
     for cluster in fakes.values():
         live = cluster.get("fraud-detection", "models")
         assert m.served_ref(live).version == 1 and m.canary_percent(live) is None
-    assert metadata(v1["ModelPackageArn"])["deployed_regions"] == ",".join(sorted(REGIONS))
+    assert metadata(v1["ModelPackageArn"])["deployed_regions"] == " ".join(sorted(REGIONS))
     assert metadata(v1["ModelPackageArn"])["training_job"] == "job-1"  # other metadata kept
 
     run = dag.test(run_conf=conf())  # latest-approved: version 2 (version 3 is not approved)
@@ -204,14 +208,14 @@ def test_partial_region_failure_records_the_regions_that_succeeded(aws, airflow_
     assert m.served_ref(fakes["eu-west-1"].get("fraud-detection", "models")).version == 1  # rolled back
     for region in ("us-west-2", "ap-northeast-2"):
         assert m.served_ref(fakes[region].get("fraud-detection", "models")).version == 2
-    assert metadata(v2["ModelPackageArn"])["deployed_regions"] == "ap-northeast-2,us-west-2"
-    assert metadata(v1["ModelPackageArn"])["deployed_regions"] == ",".join(sorted(REGIONS))
+    assert metadata(v2["ModelPackageArn"])["deployed_regions"] == "ap-northeast-2 us-west-2"
+    assert metadata(v1["ModelPackageArn"])["deployed_regions"] == " ".join(sorted(REGIONS))
     assert len(deployed_events()) == len(events)  # a partial rollout emits no "deployed" event
 
     failing["eu-west-1"].clear()  # fixed: re-run the failed region alone
     run = dag.test(run_conf=conf(version="2", regions=["eu-west-1"]))
     assert run.state == "success", states(run)
-    assert metadata(v2["ModelPackageArn"])["deployed_regions"] == ",".join(sorted(REGIONS))
+    assert metadata(v2["ModelPackageArn"])["deployed_regions"] == " ".join(sorted(REGIONS))
     assert deployed_events()[-1]["regions"] == ["eu-west-1"]
 
 
@@ -238,7 +242,7 @@ def test_deploy_dag_local_serves_the_approved_version(aws, airflow_db, artifacts
         run = dag.test(run_conf=conf())
         assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
         assert serving.current()["version"] == 1
-        assert smoke_test(serving.url, "fraud-detection") is None
+        assert smoke_test(serving.url, "fraud-detection", fraud_smoke_sample(4)) is None
         assert metadata(package["ModelPackageArn"])["deployed_regions"] == "local"
         assert deployed_events()[-1]["regions"] == ["local"]
     finally:

@@ -19,9 +19,11 @@ import pytest
 from hybrid_mlops.local.serving import LocalServing, free_port, s3_fetch
 from hybrid_mlops.hooks.kserve import KServeHook
 from hybrid_mlops.serving import smoke
+from serving_helpers import fraud_smoke_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "fraud-detection"
+SAMPLE = fraud_smoke_sample(4)
 
 
 def tarball(files: dict[str, bytes]) -> bytes:
@@ -44,14 +46,14 @@ def upload(key: str, data: bytes) -> str:
 
 def smoke_test(url: str) -> str | None:
     try:
-        answer = KServeHook.infer_v2(url, MODEL, smoke.v2_request(4))
+        answer = KServeHook.infer_v2(url, MODEL, smoke.v2_request(SAMPLE))
     except RuntimeError as err:
         return str(err)
-    return smoke.response_problem(answer, 4)
+    return smoke.response_problem(answer, SAMPLE)
 
 
 def infer(url: str) -> tuple[int, str]:
-    req = urllib.request.Request(f"{url}/v2/models/{MODEL}/infer", data=json.dumps(smoke.v2_request(2)).encode(),
+    req = urllib.request.Request(f"{url}/v2/models/{MODEL}/infer", data=json.dumps(smoke.v2_request(fraud_smoke_sample(2))).encode(),
                                  method="POST", headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.status, resp.headers["X-Model-Version"]

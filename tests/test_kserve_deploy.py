@@ -17,6 +17,8 @@ from hybrid_mlops.operators.kserve import DeployInferenceServiceOperator
 from hybrid_mlops.serving import manifest as m
 from hybrid_mlops.triggers.kserve import InferenceServiceReadyTrigger
 
+from serving_helpers import fraud_smoke_sample  # noqa: E402
+
 NAME, NS = "fraud-detection", "models"
 BUCKET = "hybrid-mlops-test"
 
@@ -26,6 +28,7 @@ def ref(version: int) -> dict:
         "version": version,
         "package_arn": f"arn:aws:sagemaker:us-west-2:123456789012:model-package/fraud-detection-models/{version}",
         "storage_uri": f"s3://hybrid-mlops-test/models/fraud-detection/job-{version}/output/model.tar.gz",
+        "smoke_sample": fraud_smoke_sample(4),
     }
 
 

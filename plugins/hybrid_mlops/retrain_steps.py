@@ -224,11 +224,19 @@ def baseline_documents(spec: ModelSpec, train_uri: str) -> dict[str, dict]:
     return {"statistics.json": stats, "constraints.json": monitor_format.suggest_constraints(stats)}
 
 
+def _smoke_rows(spec: ModelSpec, input_schema: dict, validation_uri: str, rows: int = 8) -> dict[str, list]:
+    """Rows of the version's own validation data: what every deploy's smoke test sends."""
+    from hybrid_mlops.hooks.data import DataSourceHook
+
+    columns = [*input_schema.get("numeric", []), *input_schema.get("categorical", {})]
+    return DataSourceHook(aws_conn_id=settings.aws_conn_id()).head_rows(validation_uri, columns, rows)
+
+
 def evaluate(spec: ModelSpec, training: dict, prepared: dict, context) -> dict:
     """Check the artifact against the training contract; publish its evaluation and the training
     baseline beside it as ``ModelMetrics``."""
     from hybrid_mlops.drift.cooldown import lineage_metadata
-    from hybrid_mlops.hooks.artifacts import ModelArtifactHook
+    from hybrid_mlops.hooks.artifacts import SMOKE_SAMPLE, ModelArtifactHook
     from hybrid_mlops.specs.model import TASK_METRICS
 
     job = training["Training"]
@@ -240,7 +248,9 @@ def evaluate(spec: ModelSpec, training: dict, prepared: dict, context) -> dict:
     if prepared.get("oracle_roc_auc") is not None:
         evaluation["oracle_roc_auc"] = prepared["oracle_roc_auc"]
     check_contract(spec, artifact, evaluation, json.loads(members["input_schema.json"]))
-    docs = {"evaluation.json": evaluation, **baseline_documents(spec, prepared["train_uri"])}
+    input_schema = json.loads(members["input_schema.json"])
+    docs = {"evaluation.json": evaluation, **baseline_documents(spec, prepared["train_uri"]),
+            SMOKE_SAMPLE: {"schema": input_schema, "rows": _smoke_rows(spec, input_schema, prepared["validation_uri"])}}
     s3 = _s3()
     base = artifact.rsplit("/", 1)[0]
     uris = {}

@@ -118,6 +118,7 @@ def _resolve_task(spec: ModelSpec):
         """The package to serve: the newest Approved one, or the Approved version asked for."""
         from airflow.sdk.exceptions import AirflowFailException
 
+        from hybrid_mlops.hooks.artifacts import read_smoke_sample
         from hybrid_mlops.hooks.registry import ModelRegistryHook
         from hybrid_mlops.serving.manifest import ModelRef
 
@@ -144,7 +145,11 @@ def _resolve_task(spec: ModelSpec):
                 )
         ref = ModelRef.from_package(package)
         print(f"Serving {group} version {ref.version}: {ref.package_arn} ({ref.storage_uri})")
-        return ref.to_dict()
+        try:
+            sample = read_smoke_sample(ref.storage_uri, settings.aws_conn_id())
+        except FileNotFoundError as err:
+            raise AirflowFailException(str(err)) from None
+        return {**ref.to_dict(), "smoke_sample": sample}
 
     return resolve_model_package
 
@@ -174,12 +179,14 @@ def _serve_locally_task(spec: ModelSpec):
         from hybrid_mlops.local.serving import LocalServing, s3_fetch
 
         serving = LocalServing(
-            spec.name, capture_bucket=settings.bucket(), ready_timeout=spec.serving.ready_timeout_seconds
+            spec.name, capture_bucket=settings.bucket(), ready_timeout=spec.serving.ready_timeout_seconds,
+            id_column=spec.data_schema.id,
         )
+        sample = package["smoke_sample"]
         result = serving.deploy(
             int(package["version"]), package["storage_uri"], package_arn=package["package_arn"],
             fetch=s3_fetch(settings.aws_conn_id()),
-            smoke_test=lambda url: smoke_test(url, spec.name),
+            smoke_test=lambda url: smoke_test(url, spec.name, sample),
         )
         print(f"Version {result['version']} serves at {result['url']} ({result['outcome']})")
         return result
@@ -203,7 +210,7 @@ def _record_task(spec: ModelSpec):
         """
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from hybrid_mlops.hooks.registry import ModelRegistryHook
+        from hybrid_mlops.hooks.registry import ModelRegistryHook, metadata_list, split_metadata_list
 
         if not package:
             raise AirflowFailException("resolve_model_package returned no package: nothing to record")
@@ -217,12 +224,12 @@ def _record_task(spec: ModelSpec):
         hook = ModelRegistryHook(aws_conn_id=settings.aws_conn_id(), region_name=settings.region())
         arn = package["package_arn"]
         props = hook.describe_package(arn).get("CustomerMetadataProperties") or {}
-        known = {r for r in props.get("deployed_regions", "").split(",") if r}
+        known = set(split_metadata_list(props.get("deployed_regions")))
         if not failed and all(r["outcome"] == "unchanged" for r in results) and set(regions) <= known:
             raise AirflowSkipException(f"version {package['version']} already served in {regions}: nothing to record")
         deployed_at = datetime.now().astimezone().isoformat(timespec="seconds")
         hook.update_metadata(arn, {
-            "deployed_regions": ",".join(sorted(known | set(regions))),
+            "deployed_regions": metadata_list(known | set(regions)),
             "deployed_at": deployed_at,
             "deployed_target": settings.target(),
         })

@@ -35,3 +35,24 @@ class ModelArtifactHook(S3Hook):
     def artifact_exists(self, uri: str) -> bool:
         bucket, key = self.parse_s3_url(uri)
         return self.check_for_key(key, bucket)
+
+
+
+SMOKE_SAMPLE = "smoke_sample.json"
+
+
+def smoke_sample_uri(storage_uri: str) -> str:
+    """``smoke_sample.json`` beside ``model.tar.gz``: written at evaluation, read at every deploy."""
+    return f"{storage_uri.rsplit('/', 1)[0]}/{SMOKE_SAMPLE}"
+
+
+def read_smoke_sample(storage_uri: str, aws_conn_id: str | None = None) -> dict:
+    """The smoke-test sample of a version: its ``input_schema.json`` and rows of its own validation data."""
+    import json
+
+    hook = ModelArtifactHook(aws_conn_id=aws_conn_id)
+    bucket, key = hook.parse_s3_url(smoke_sample_uri(storage_uri))
+    if not hook.check_for_key(key, bucket):
+        raise FileNotFoundError(f"{smoke_sample_uri(storage_uri)} is missing: the version was not evaluated by "
+                                "retrain_<model>'s evaluate step, so there is nothing to smoke-test it with")
+    return json.loads(hook.read_key(key, bucket))

@@ -22,6 +22,18 @@ class DataSourceHook(DriftHook):
     :param region_name: AWS region.
     """
 
+    def head_rows(self, uri_prefix: str, columns: list[str], rows: int) -> dict[str, list]:
+        """The first ``rows`` rows of the Parquet files under a prefix, as ``{column: [values]}``."""
+        from hybrid_mlops.data.sources import files_sql, quote
+
+        con = self.duckdb()
+        try:
+            table = con.execute(f"SELECT {', '.join(quote(c) for c in columns)} FROM {files_sql(uri_prefix, 'parquet')} "
+                                f"LIMIT {int(rows)}").fetch_arrow_table()
+        finally:
+            con.close()
+        return {c: table.column(c).to_pylist() for c in columns}
+
     def describe_feature_group(self, name: str) -> dict:
         from botocore.exceptions import ClientError
 

@@ -316,15 +316,16 @@ class KServeHook(KubernetesHook):
             raise RuntimeError(f"POST {url} failed: {err}") from None
 
 
-def smoke_test(base_url: str, model: str, *, rows: int = 8, style: str = "columns") -> str | None:
-    """POST a v2 smoke-test request (:mod:`hybrid_mlops.serving.smoke`); the problem found, or ``None``."""
+def smoke_test(base_url: str, model: str, sample: dict, *, style: str = "columns") -> str | None:
+    """POST a v2 smoke-test request for ``sample`` (:mod:`hybrid_mlops.serving.smoke`); the problem
+    found, or ``None``."""
     from hybrid_mlops.serving import smoke
 
     try:
-        answer = KServeHook.infer_v2(base_url, model, smoke.v2_request(rows, style=style))
+        answer = KServeHook.infer_v2(base_url, model, smoke.v2_request(sample, style=style))
     except RuntimeError as err:
         return str(err)
-    return smoke.response_problem(answer, rows)
+    return smoke.response_problem(answer, sample)
 
 
 class AsyncKServeHook(AsyncKubernetesHook):

@@ -53,9 +53,6 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from hybrid_mlops.local.moto import MotoServer
 
-    from hybrid_mlops.local.moto import free_port
-
-    os.environ.setdefault("HYBRID_MLOPS_SERVING_PORT", str(free_port()))
     os.environ.setdefault("HYBRID_MLOPS_CAPTURE_WAIT_SECONDS", "5")
     state = Path(os.environ["HYBRID_MLOPS_LOCAL_DIR"])
     state.mkdir(parents=True, exist_ok=True)

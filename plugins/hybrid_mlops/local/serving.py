@@ -1,7 +1,11 @@
 """The ``local`` target's serving: the project's predictor on 127.0.0.1 behind a stable front door.
 
-Clients always call the front door (``http://127.0.0.1:<HYBRID_MLOPS_SERVING_PORT>``, default 8080), a
-small reverse proxy that forwards each request to whichever predictor ``current.json`` names. A deploy:
+Clients always call the model's front door (``http://127.0.0.1:<port>``), a small reverse proxy that
+forwards each request to whichever predictor ``current.json`` names. Each model has its own front
+door, so several models serve at once: its port is ``HYBRID_MLOPS_SERVING_PORT`` when set (for one
+model), else kept from its last start, else a free port near ``18080`` derived from the model name.
+A port that another program holds is never taken for ours: the proxy answers its health check with
+a token only this deploy knows. A deploy:
 
 1. downloads the approved ``model.tar.gz`` and unpacks it under ``<local_state_dir>/serving/<model>/v<N>/``;
 2. starts ``<serving python> -m predictor ... --http-port P`` (cwd ``include/serving``) on fresh ports;
@@ -37,6 +41,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +50,12 @@ from pathlib import Path
 from hybrid_mlops import settings
 
 PLUGINS_DIR = Path(__file__).resolve().parents[2]
+FRONT_DOOR_BASE_PORT = 18080
+
+
+class PortTaken(RuntimeError):
+    """The front door could not be started on a port (held by another program, or no answer)."""
+
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host"}
 
 
@@ -115,8 +126,9 @@ class LocalServing:
     :param state_dir: where versions, logs and state files go (``<local_state_dir>/serving/<model>``).
     :param serving_dir: working directory of the predictor (``include/serving``).
     :param python: interpreter that runs ``-m predictor`` (``settings.serving_python()``).
-    :param port: the front door's port (``HYBRID_MLOPS_SERVING_PORT``, default 8080); kept once chosen.
+    :param port: the front door's port (default: ``HYBRID_MLOPS_SERVING_PORT``, else chosen per model).
     :param capture_bucket: passed as ``--capture-bucket`` (request capture for drift monitoring).
+    :param id_column: passed as ``--id-column`` (the spec's ``schema.id``).
     :param ready_timeout: seconds a new predictor gets to become ready.
     :param drain_seconds: how long the old predictor keeps answering after the switch.
     """
@@ -132,14 +144,17 @@ class LocalServing:
         capture_bucket: str | None = None,
         ready_timeout: float = 120.0,
         drain_seconds: float = 2.0,
+        id_column: str | None = None,
     ):
         self.model = model
         self.root = Path(state_dir) if state_dir else settings.local_state_dir() / "serving" / model
         self.root.mkdir(parents=True, exist_ok=True)
         self.serving_dir = Path(serving_dir) if serving_dir else settings.INCLUDE_DIR / "serving"
         self.python = python or settings.serving_python()
-        self.port = port or int(os.environ.get("HYBRID_MLOPS_SERVING_PORT", "8080"))
+        setting = os.environ.get("HYBRID_MLOPS_SERVING_PORT")
+        self.port = port or (int(setting) if setting else None)
         self.capture_bucket = capture_bucket
+        self.id_column = id_column
         self.ready_timeout = ready_timeout
         self.drain_seconds = drain_seconds
 
@@ -160,7 +175,7 @@ class LocalServing:
 
     @property
     def url(self) -> str:
-        door = self.front_door() or {"port": self.port}
+        door = self.front_door() or {"port": self.port or (_read_json(self.root / "frontdoor.json") or {}).get("port")}
         return f"http://127.0.0.1:{door['port']}"
 
     def _ready(self, base_url: str) -> bool:
@@ -197,10 +212,10 @@ class LocalServing:
                 problem = smoke_test(new["url"]) if smoke_test else None
                 if problem:
                     raise RuntimeError(f"smoke test of version {version} at {new['url']} failed: {problem}")
+                self.ensure_front_door()
             except BaseException:
-                _stop(new["pid"])
+                _stop(new["pid"])  # a failed swap leaves nothing running; the old version still serves
                 raise
-            self.ensure_front_door()
             if live:
                 _write_json(self.root / "previous.json", live)
             _write_json(self.current_file, new)
@@ -264,6 +279,8 @@ class LocalServing:
         ]
         if self.capture_bucket:
             cmd += ["--capture-bucket", self.capture_bucket]
+        if self.id_column:
+            cmd += ["--id-column", self.id_column]
         log_path = self.root / f"v{version}" / "server.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -308,32 +325,62 @@ class LocalServing:
     # -- front door --------------------------------------------------------------------------------
 
     def ensure_front_door(self, timeout: float = 15.0) -> dict:
-        """Start the proxy unless it runs; returns ``{"pid", "port"}``."""
+        """Start the proxy unless ours runs on the wanted port; returns ``{"pid", "port", "token"}``."""
         door = self.front_door()
-        if door:
+        if door and (self.port is None or door["port"] == self.port) and self._is_ours(door):
             return door
-        port = (_read_json(self.root / "frontdoor.json") or {}).get("port") or self.port
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS_DIR), os.environ.get("PYTHONPATH")]))}
+        if door:  # the port setting changed, or the pid is no longer our proxy
+            _stop(door["pid"])
+        errors = []
+        for port in self._port_candidates():
+            try:
+                return self._start_front_door(port, timeout)
+            except PortTaken as err:
+                errors.append(str(err))
+                if self.port is not None:
+                    break
+        raise RuntimeError(f"no front door for {self.model}: " + "; ".join(errors)
+                           + ("" if self.port is None else "; free that port or set HYBRID_MLOPS_SERVING_PORT to another"))
+
+    def _port_candidates(self):
+        if self.port is not None:
+            yield self.port
+            return
+        stored = (_read_json(self.root / "frontdoor.json") or {}).get("port")
+        if stored:
+            yield int(stored)
+        base = FRONT_DOOR_BASE_PORT + zlib.crc32(self.model.encode()) % 500
+        yield from (base + 2 * i for i in range(5))
+        yield free_port()
+
+    @staticmethod
+    def _is_ours(door: dict) -> bool:
+        status, body = _get(f"http://127.0.0.1:{door['port']}/-/health")
+        with contextlib.suppress(ValueError):
+            return status == 200 and json.loads(body).get("token") == door.get("token")
+        return False
+
+    def _start_front_door(self, port: int, timeout: float) -> dict:
+        token = os.urandom(16).hex()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS_DIR), os.environ.get("PYTHONPATH")])),
+               "HYBRID_MLOPS_FRONT_DOOR_TOKEN": token}
         with open(self.root / "frontdoor.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "hybrid_mlops.local.serving", "front-door",
                  "--state", str(self.root), "--port", str(port)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
             )
-        door = {"pid": proc.pid, "port": int(port)}
+        door = {"pid": proc.pid, "port": int(port), "token": token}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(
-                    f"front door exited ({proc.returncode}); is port {port} taken? Set HYBRID_MLOPS_SERVING_PORT. "
-                    f"{(self.root / 'frontdoor.log').read_text(errors='replace')[-1000:]}"
-                )
-            if _get(f"http://127.0.0.1:{port}/-/health")[0] == 200:
+                raise PortTaken(f"port {port} is held by another program (the front door could not bind it)")
+            if self._is_ours(door):
                 _write_json(self.root / "frontdoor.json", door)
                 return door
             time.sleep(0.05)
         _stop(proc.pid)
-        raise RuntimeError(f"front door did not answer on port {port} within {timeout}s")
+        raise PortTaken(f"front door did not answer on port {port} within {timeout}s")
 
     def stop(self) -> None:
         """Stop the predictor and the front door (tests, ``make down``)."""
@@ -368,6 +415,7 @@ class _Upstream:
 
 def serve_front_door(state_dir: Path, port: int) -> None:
     upstream = _Upstream(Path(state_dir) / "current.json")
+    health = json.dumps({"status": "ok", "token": os.environ.get("HYBRID_MLOPS_FRONT_DOOR_TOKEN", "")}).encode()
 
     class Proxy(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -385,7 +433,7 @@ def serve_front_door(state_dir: Path, port: int) -> None:
 
         def _forward(self) -> None:
             if self.path == "/-/health":
-                return self._reply(200, b'{"status": "ok"}')
+                return self._reply(200, health)
             if self.path == "/-/upstream":
                 state = upstream.get()
                 return self._reply(200 if state else 503, json.dumps(state or {}).encode())

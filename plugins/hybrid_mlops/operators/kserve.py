@@ -291,7 +291,7 @@ class DeployInferenceServiceOperator(BaseOperator):
             )
         urls = event.get("urls") or {}
         target = urls.get("latest") or urls.get("url")
-        problem = self._smoke_test(target)
+        problem = self._smoke_test(target, new)
         if problem:
             self._fail(where, new, old, f"smoke test of version {new.version} at {target} failed: {problem}")
         self.log.info("Smoke test of version %s passed at %s", new.version, target)
@@ -304,12 +304,16 @@ class DeployInferenceServiceOperator(BaseOperator):
         InferenceServiceLink.persist(context, self, urls.get("url"))
         return self._result(live, new, "deployed")
 
-    def _smoke_test(self, url: str | None) -> str | None:
+    def _smoke_test(self, url: str | None, new: m.ModelRef) -> str | None:
         if not url:
             return "the InferenceService reports no URL"
         from hybrid_mlops.hooks.kserve import smoke_test
 
-        return smoke_test(url, self.name, rows=self.smoke_rows, style=smoke.style_for(self.serving_spec.runtime))
+        sample = self.package.get("smoke_sample") if isinstance(self.package, dict) else None
+        if not sample:
+            return (f"no smoke-test rows for version {new.version}: the package has no smoke_sample "
+                    "(resolve it with deploy_<model>'s resolve_model_package)")
+        return smoke_test(url, self.name, sample, style=smoke.style_for(self.serving_spec.runtime))
 
     def _fail(self, where: str, new: m.ModelRef, old: m.ModelRef | None, reason: str):
         """Roll back to ``old`` (restore its storageUri, drop the canary), then fail with ``reason``."""
