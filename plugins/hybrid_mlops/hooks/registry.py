@@ -2,12 +2,70 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 from botocore.exceptions import ClientError
 
 APPROVAL_STATUSES = ("Approved", "Rejected", "PendingManualApproval")
+
+# CustomerMetadataProperties (botocore's sagemaker model): at most 50 entries; keys 1..128 and values
+# 1..256 characters of [\p{L}\p{Z}\p{N}_.:/=+\-@]. A comma, a parenthesis or an apostrophe is rejected.
+METADATA_MAX_ENTRIES = 50
+METADATA_KEY_MAX = 128
+METADATA_VALUE_MAX = 256
+#: Joins list values (regions, feature names): a space is within the pattern, a comma is not.
+LIST_SEPARATOR = " "
+
+
+def metadata_text(value: Any) -> str:
+    """``value`` as text within the metadata pattern: characters outside it become ``-``."""
+    text = LIST_SEPARATOR.join(map(str, value)) if isinstance(value, (list, tuple, set, frozenset)) else str(value)
+    # A comma in a value is a list (regions, features): it becomes the list separator, not a dash.
+    return "".join(c if _metadata_char(c) else LIST_SEPARATOR if c == "," else "-" for c in text)
+
+
+def _metadata_char(c: str) -> bool:
+    # \p{L} and \p{N} are exactly str.isalnum()'s categories; \p{Z} are the separators (not \n or \t).
+    return c.isalnum() or c in "_.:/=+-@" or unicodedata.category(c).startswith("Z")
+
+
+def metadata_list(values) -> str:
+    """A list of names (regions, features) as one metadata value."""
+    return metadata_text(sorted({str(v) for v in values if str(v)}))
+
+
+def split_metadata_list(value: str | None) -> list[str]:
+    """The names of a :func:`metadata_list` value (comma-joined values written before are read too)."""
+    return [v for v in (value or "").replace(",", LIST_SEPARATOR).split() if v]
+
+
+def encode_metadata(properties: dict[str, Any]) -> dict[str, str]:
+    """``CustomerMetadataProperties`` AWS accepts: keys and values within the pattern, lists joined
+    with :data:`LIST_SEPARATOR`, empty values left out (the minimum length is 1).
+
+    Never truncates: a value longer than 256 characters (a URI, say) is an error naming the key.
+    """
+    encoded: dict[str, str] = {}
+    for key, value in properties.items():
+        k = metadata_text(key)
+        if not 1 <= len(k) <= METADATA_KEY_MAX:
+            raise ValueError(f"CustomerMetadataProperties key {key!r} must have 1..{METADATA_KEY_MAX} characters")
+        if value is None:
+            continue
+        v = metadata_text(value)
+        if not v:
+            continue
+        if len(v) > METADATA_VALUE_MAX:
+            raise ValueError(
+                f"CustomerMetadataProperties[{key!r}] has {len(v)} characters, SageMaker allows {METADATA_VALUE_MAX}: "
+                f"{v[:80]}...; shorten it (e.g. record a shorter URI) rather than lose its end"
+            )
+        encoded[k] = v
+    if len(encoded) > METADATA_MAX_ENTRIES:
+        raise ValueError(f"CustomerMetadataProperties has {len(encoded)} entries, SageMaker allows {METADATA_MAX_ENTRIES}")
+    return encoded
 
 
 class ModelRegistryHook(SageMakerHook):
@@ -77,6 +135,9 @@ class ModelRegistryHook(SageMakerHook):
         return None
 
     def create_package(self, request: dict) -> str:
+        """``CreateModelPackage``; its ``CustomerMetadataProperties`` are encoded within AWS's pattern."""
+        if "CustomerMetadataProperties" in request:
+            request = {**request, "CustomerMetadataProperties": encode_metadata(request["CustomerMetadataProperties"])}
         return self.conn.create_model_package(**request)["ModelPackageArn"]
 
     def update_package(
@@ -95,8 +156,7 @@ class ModelRegistryHook(SageMakerHook):
         if status is not None and status not in APPROVAL_STATUSES:
             raise ValueError(f"status={status!r} must be one of {APPROVAL_STATUSES}")
         current = self.describe_package(arn)
-        merged = {**(current.get("CustomerMetadataProperties") or {}),
-                  **{k: str(v)[:1024] for k, v in (properties or {}).items()}}
+        merged = encode_metadata({**(current.get("CustomerMetadataProperties") or {}), **(properties or {})})
         request: dict[str, Any] = {
             "ModelPackageArn": arn,
             "CustomerMetadataProperties": merged,

@@ -9,7 +9,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-from hybrid_mlops.hooks.registry import ModelRegistryHook
+from hybrid_mlops.hooks.registry import ModelRegistryHook, encode_metadata, metadata_text
 from hybrid_mlops.links.registry import ModelPackageLink
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class RegisterModelVersionOperator(AwsBaseOperator[ModelRegistryHook]):
 
         if RUN_KEY not in self.customer_metadata:
             raise AirflowFailException(f"customer_metadata must include {RUN_KEY!r} (the idempotency key)")
-        key = str(self.customer_metadata[RUN_KEY])
+        key = metadata_text(self.customer_metadata[RUN_KEY])  # as the registry stores it: find_package compares
         self.hook.ensure_group(self.model_package_group, self.group_description, self.group_tags)
         existing = self.hook.find_package(self.model_package_group, RUN_KEY, key)
         if existing:
@@ -107,7 +107,7 @@ class RegisterModelVersionOperator(AwsBaseOperator[ModelRegistryHook]):
             "ModelPackageDescription": self.description[:1024],
             "ModelApprovalStatus": "PendingManualApproval",
             "InferenceSpecification": inference,
-            "CustomerMetadataProperties": {k: str(v)[:1024] for k, v in self.customer_metadata.items()},
+            "CustomerMetadataProperties": encode_metadata(self.customer_metadata),
             "ClientToken": key[:36] if len(key) <= 36 else key[-36:],
         }
         if self.model_metrics:
