@@ -157,13 +157,22 @@ def parse_pages(name: str, request: dict, pages: list[dict]) -> tuple[list[dict]
     """Rows ``{day, source, model, category, usage_type, region, unblended, amortized, estimated}``
     and per-day flags ``{day, estimated}`` of one query's pages.
 
-    Groups are positional in the order of the request's ``GroupBy``. A day without groups is a day
-    with no cost (Cost Explorer still answers it, with ``Estimated``).
+    A group's ``Keys`` are read in the order of the page's ``GroupDefinitions`` (the response says
+    which key is which), which must be the grouping the request asked for; a tag key must carry its
+    ``<tag>$`` prefix. A day without groups is a day with no cost (Cost Explorer still answers it,
+    with ``Estimated``).
     """
-    group_keys = [g["Key"] for g in request["GroupBy"]]
+    asked = [(g["Type"], g["Key"]) for g in request["GroupBy"]]
     rows: list[dict] = []
     days: dict[str, bool] = {}
     for page_no, page in enumerate(pages, 1):
+        definitions = [(d.get("Type"), d.get("Key")) for d in page.get("GroupDefinitions") or []] or asked
+        if sorted(definitions) != sorted(asked):
+            raise CostExplorerResultError(
+                f"{name} page {page_no}: the response groups by {definitions}, the request asked for {asked}"
+            )
+        group_keys = [key for _, key in definitions]
+        tag_positions = [(i, key) for i, (kind, key) in enumerate(definitions) if kind == "TAG"]
         for result in page.get("ResultsByTime", []):
             try:
                 day = result["TimePeriod"]["Start"]
@@ -177,6 +186,12 @@ def parse_pages(name: str, request: dict, pages: list[dict]) -> tuple[list[dict]
                     raise CostExplorerResultError(
                         f"{name} page {page_no} {day}: group keys {keys} do not match GroupBy {group_keys}"
                     )
+                for i, tag in tag_positions:
+                    if not str(keys[i]).startswith(f"{tag}$"):
+                        raise CostExplorerResultError(
+                            f"{name} page {page_no} {day}: group key {keys[i]!r} at position {i} is not a "
+                            f"{tag!r} tag value ({tag}$...); keys {keys} for GroupDefinitions {definitions}"
+                        )
                 by = dict(zip(group_keys, keys, strict=True))
                 where = f"{name} {day} {keys}"
                 row = {
