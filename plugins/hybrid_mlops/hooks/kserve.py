@@ -7,7 +7,9 @@ Connecting: a Kubernetes connection (``kubernetes_conn_id``) or, on the ``aws`` 
 by name. For EKS the hook builds a kube config whose user runs the Amazon provider's
 ``eks_get_token`` (the same exec plugin ``EksHook.generate_config_file`` writes), so every reload mints
 a fresh 15-minute token from the worker's AWS credential chain (IRSA, MWAA execution role). The
-config holds no secret, which is why a trigger may carry it.
+config holds no secret, which is why a trigger may carry it: it names the Airflow AWS connection,
+and the plugin signs the token with that connection's credentials (keys, profile, assumed role), as
+the provider's ``EksHook`` does, not with whatever the process's ambient credential chain holds.
 """
 
 from __future__ import annotations
@@ -25,15 +27,21 @@ from airflow.providers.cncf.kubernetes.kubernetes_helper_functions import generi
 from hybrid_mlops.serving import manifest as m
 
 
-# kubectl's exec credential plugin: the Amazon provider's token function, printed as ExecCredential.
+# kubectl's exec credential plugin: the Amazon provider's token function, printed as ExecCredential,
+# signed with the session of the named Airflow connection (argv[4]; empty: the ambient chain).
 _EXEC_CREDENTIAL = (
     "import json, sys\n"
     "out, sys.stdout = sys.stdout, sys.stderr  # importing Airflow may log; stdout is for the credential\n"
     "from airflow.providers.amazon.aws.utils.eks_get_token import fetch_access_token_for_cluster as f, "
     "get_expiration_time as t\n"
     "c, r, u = sys.argv[1:4]\n"
+    "conn = sys.argv[4] if len(sys.argv) > 4 else ''\n"
+    "session = None\n"
+    "if conn:\n"
+    "    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook\n"
+    "    session = AwsBaseHook(aws_conn_id=conn, region_name=r, client_type='eks').get_session(region_name=r)\n"
     "out.write(json.dumps({'kind': 'ExecCredential', 'apiVersion': 'client.authentication.k8s.io/v1beta1', "
-    "'status': {'expirationTimestamp': t(), 'token': f(c, u, r)}}))\n"
+    "'status': {'expirationTimestamp': t(), 'token': f(c, u, r, session=session)}}))\n"
     "out.flush()"
 )
 
@@ -46,7 +54,8 @@ def eks_kube_config(cluster_name: str, region: str, aws_conn_id: str | None = "a
 
     :param cluster_name: EKS cluster name, e.g. ``mlops-us-west-2``.
     :param region: its AWS region.
-    :param aws_conn_id: Airflow AWS connection used to describe the cluster.
+    :param aws_conn_id: Airflow AWS connection that describes the cluster and signs its tokens (None: the
+        ambient credential chain).
     """
     from airflow.providers.amazon.aws.hooks.eks import EksHook
     from airflow.providers.amazon.aws.hooks.sts import StsHook
@@ -85,6 +94,7 @@ def eks_kube_config(cluster_name: str, region: str, aws_conn_id: str | None = "a
                             cluster_name,
                             region,
                             sts_url,
+                            aws_conn_id or "",
                         ],
                         "interactiveMode": "Never",
                     }
