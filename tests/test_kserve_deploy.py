@@ -168,7 +168,7 @@ def test_canary_not_ready_rolls_back_and_quotes_condition(spec, cluster, model_s
     assert "Rolled models/fraud-detection in us-west-2 back to version 4" in str(err.value)
     assert "OOMKilled (exit code 137)" in str(err.value)
     live = cluster.get(NAME, NS)
-    assert m.served_ref(live).version == 4 and m.canary_percent(live) is None
+    assert m.served_ref(live).version == 4 and m.canary_percent(live) == 0  # KServe rollback: 0 % to the latest
     assert {"name": "STORAGE_URI", "value": ref(4)["storage_uri"]} in live["spec"]["predictor"]["containers"][0]["env"]
 
 
@@ -185,7 +185,7 @@ def test_canary_failing_smoke_test_rolls_back(spec, cluster, model_server):
     finally:
         broken.stop()
     live = cluster.get(NAME, NS)
-    assert m.served_ref(live).version == 6 and m.canary_percent(live) is None
+    assert m.served_ref(live).version == 6 and m.canary_percent(live) == 0
 
 
 def test_canary_off_goes_straight_to_full(spec, cluster, model_server):

@@ -316,17 +316,28 @@ class DeployInferenceServiceOperator(BaseOperator):
         return smoke_test(url, self.name, sample, style=smoke.style_for(self.serving_spec.runtime))
 
     def _fail(self, where: str, new: m.ModelRef, old: m.ModelRef | None, reason: str):
-        """Roll back to ``old`` (restore its storageUri, drop the canary), then fail with ``reason``."""
+        """Roll back to ``old``, then fail with ``reason`` (no retry: it would canary the bad version again).
+
+        KServe's rollback first: ``canaryTrafficPercent: 0`` sends all traffic back to the previously
+        rolled-out revision at once. Then the old spec is restored with the canary share still at 0:
+        with the field dropped instead, KServe would route 100 % to the latest *ready* revision (the
+        failed canary) until the restored revision is ready. The restored revision takes traffic
+        when the next deploy promotes, which the next run's canary does.
+
+        .. seealso:: https://kserve.github.io/website/docs/model-serving/predictive-inference/rollout-strategies/canary
+        """
         if old is None:
             raise AirflowException(
                 f"Deploying version {new.version} to {where} failed and there is no previous version to "
                 f"roll back to: {reason}"
             )
-        manifest = self._manifest(old, None, None)
+        self.hook.patch_inference_service(self.name, self.namespace, {"spec": {"predictor": {"canaryTrafficPercent": 0}}})
+        manifest = self._manifest(old, 0, None)
         self.hook.patch_inference_service(self.name, self.namespace, m.as_patch(manifest))
-        raise AirflowException(
+        raise AirflowFailException(
             f"Rolled {where} back to version {old.version} ({old.storage_uri}) after version {new.version} "
-            f"failed: {reason}"
+            f"failed: {reason}. Not retried: a retry would canary the failed version again; deploy a fixed "
+            "version, or re-run the deploy once the cause is fixed."
         )
 
     def _result(self, live: dict | None, ref: m.ModelRef, outcome: str) -> dict:
