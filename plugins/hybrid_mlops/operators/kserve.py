@@ -261,6 +261,8 @@ class DeployInferenceServiceOperator(BaseOperator):
         use_canary = _as_bool(self.canary) and previous is not None
         percent = self.serving_spec.canary_traffic_percent if use_canary else None
         manifest = self._manifest(ref, percent, previous)
+        if self.serving_spec.runtime == "triton":
+            self._publish_triton_repository(ref)
         obj, action = self.hook.apply_inference_service(manifest)
         self.log.info(
             "%s InferenceService %s/%s: version %s (%s), previous %s",
@@ -339,6 +341,31 @@ class DeployInferenceServiceOperator(BaseOperator):
             f"failed: {reason}. Not retried: a retry would canary the failed version again; deploy a fixed "
             "version, or re-run the deploy once the cause is fixed."
         )
+
+    def _publish_triton_repository(self, ref: m.ModelRef) -> None:
+        """Unpack the artifact's ``triton/`` members to :func:`~manifest.triton_repository_uri` (once):
+        the Triton runtime reads a model repository at ``/mnt/models``, not a tarball's sub-folder."""
+        import io
+        import tarfile
+
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        s3 = S3Hook(aws_conn_id=self.aws_conn_id)
+        target_bucket, target_prefix = s3.parse_s3_url(m.triton_repository_uri(ref.storage_uri))
+        if s3.check_for_key(f"{target_prefix}{self.name}/config.pbtxt", target_bucket):
+            return
+        bucket, key = s3.parse_s3_url(ref.storage_uri)
+        body = s3.get_key(key, bucket).get()["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+            members = [t for t in tar.getmembers() if t.isfile() and t.name.removeprefix("./").startswith("triton/")]
+            if not members:
+                raise AirflowFailException(f"{ref.storage_uri} holds no triton/ repository for serving.runtime=triton")
+            # config.pbtxt last: its presence marks a complete repository for the next run.
+            for member in sorted(members, key=lambda t: t.name.endswith("config.pbtxt")):
+                name = member.name.removeprefix("./").removeprefix("triton/")
+                s3.load_bytes(tar.extractfile(member).read(), f"{target_prefix}{name}", target_bucket, replace=True)
+        self.log.info("Published the Triton repository of version %s to %s", ref.version,
+                      m.triton_repository_uri(ref.storage_uri))
 
     def _result(self, live: dict | None, ref: m.ModelRef, outcome: str) -> dict:
         from hybrid_mlops.hooks.kserve import KServeHook

@@ -12,9 +12,12 @@ Two predictor flavours, chosen by ``serving.runtime``:
     reads the model location from the container's ``STORAGE_URI`` environment variable: its storage
     initializer downloads (and unpacks) ``model.tar.gz`` into ``/mnt/models`` before the server starts.
 ``triton``
-    ``modelFormat: onnx`` on the stock ``kserve-tritonserver`` runtime, protocol v2. The artifact holds a
-    Triton repository under ``triton/<model>/`` (``config.pbtxt``, ``1/model.onnx``), so the server is
-    pointed at ``/mnt/models/triton`` and loads the one model explicitly.
+    ``modelFormat: onnx`` on the stock ``kserve-tritonserver`` runtime, protocol v2. KServe merges the
+    runtime's container with this one (strategic merge; ``args`` are appended to the runtime's, which
+    already pass ``--model-store=/mnt/models``), so the storage URI is the artifact's Triton repository
+    unpacked beside ``model.tar.gz`` (:func:`triton_repository_uri`, published by the deploy operator)
+    and the args only load the one model; the cpu limit is set to the request, since the runtime's
+    limit (1) would otherwise sit below it.
 
 The capture logger (``serving.logger_url``): the InferenceService's logger posts every request and
 response there, so the URL must resolve to a Service. :func:`render_logger` renders that Service
@@ -196,13 +199,10 @@ def render_inference_service(
             "modelFormat": {"name": "onnx"},
             "runtime": TRITON_RUNTIME,
             "protocolVersion": "v2",
-            "storageUri": ref.storage_uri,
-            "args": [
-                f"--model-store={MODEL_MOUNT}/triton",
-                "--model-control-mode=explicit",
-                f"--load-model={name}",
-            ],
-            "resources": resources,
+            "storageUri": triton_repository_uri(ref.storage_uri),
+            "args": ["--model-control-mode=explicit", f"--load-model={name}"],
+            "resources": {"requests": resources["requests"],
+                          "limits": {"cpu": serving.cpu_request, **resources["limits"]}},
         }
     else:
         predictor["containers"] = [
@@ -241,6 +241,11 @@ def render_inference_service(
         },
         "spec": {"predictor": predictor},
     }
+
+
+def triton_repository_uri(storage_uri: str) -> str:
+    """Where the Triton repository of ``model.tar.gz`` (its ``triton/`` members) is unpacked in S3."""
+    return f"{storage_uri.rsplit('/', 1)[0]}/triton/"
 
 
 def _resources(serving: Any) -> dict:
