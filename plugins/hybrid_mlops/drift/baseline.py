@@ -291,7 +291,7 @@ def categorical_drift_from_statistics(feature_stats: dict, window_values, constr
 
 
 # ---------------------------------------------------------------------------------- data quality
-def _pct(x: float) -> str:
+def percent(x: float) -> str:
     """A share as Model Monitor prints it: percent, Java double style (``100.0``, ``99.71751412429379``)."""
     return repr(float(x * 100))
 
@@ -389,8 +389,8 @@ def evaluate_window(statistics: dict | None, constraints: dict, window: dict, *,
             if observed < required:
                 violations.append(violation(
                     name, "completeness_check",
-                    f"Data completeness requirement is not met. Expected: {_pct(required)}%. "
-                    f"Observed: Only {_pct(observed)}% of data is present."))
+                    f"Data completeness requirement is not met. Expected: {percent(required)}%. "
+                    f"Observed: Only {percent(observed)}% of data is present."))
 
         # data_type_check: the share of values of the baseline's inferred type
         if present and inferred in ("Integral", "Fractional", "String"):
@@ -400,7 +400,7 @@ def evaluate_window(statistics: dict | None, constraints: dict, window: dict, *,
                 violations.append(violation(
                     name, "data_type_check",
                     f"Data type match requirement is not met. Expected data type: {inferred}, Expected match: "
-                    f"{_pct(threshold)}%. Observed: Only {_pct(share)}% of data is {inferred}."))
+                    f"{percent(threshold)}%. Observed: Only {percent(share)}% of data is {inferred}."))
 
         # is_non_negative (num_constraints): Model Monitor reports it as a data type mismatch
         if (entry.get("num_constraints") or {}).get("is_non_negative") and lo is not None and lo < 0:
@@ -426,8 +426,8 @@ def evaluate_window(statistics: dict | None, constraints: dict, window: dict, *,
                     unknown = sorted((v for v in counts if v not in domain), key=lambda v: -counts[v])[:5]
                     violations.append(violation(
                         name, "categorical_values_check",
-                        f"Data domain content requirement is not met. Expected: {_pct(threshold)}% of data in the "
-                        f"baseline domain. Observed: Only {_pct(share)}% of data is in the baseline domain "
+                        f"Data domain content requirement is not met. Expected: {percent(threshold)}% of data in the "
+                        f"baseline domain. Observed: Only {percent(share)}% of data is in the baseline domain "
                         f"(e.g. {unknown})."))
 
         # baseline_drift_check from the baseline's sketch or category buckets

@@ -14,6 +14,11 @@ missing_column_check        a baseline feature is absent from every record of th
 extra_column_check          the window has a feature the baseline does not know
 ==========================  =====================================================================
 
+Descriptions are worded as Model Monitor words them. A Model Monitor baseline's own constraints
+(``datatype_check_threshold`` against the inferred type, ``domain_content_threshold``,
+``is_non_negative``, per-feature overrides, drift from the KLL sketch) are checked by
+:func:`hybrid_mlops.drift.baseline.data_quality_violations`.
+
 Drift checks need at least ``min_window_rows`` present values; below that the window is reported
 as too small rather than judged.
 """
@@ -22,13 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hybrid_mlops.drift.baseline import percent
 from hybrid_mlops.drift.engine import CategoricalDrift, NumericDrift
 from hybrid_mlops.drift.monitor_format import violation
 
 #: Columns of a capture record that are identifiers, not features.
-IDENTIFIER_COLUMNS = frozenset({"transaction_id"})
-
-
 @dataclass(frozen=True)
 class Thresholds:
     """Thresholds of one feature (spec defaults merged with ``drift.features.<name>``)."""
@@ -75,8 +78,8 @@ def _completeness(feature: str, present: int, missing: int, total: int, t: Thres
     if completeness >= required:
         return []
     return [violation(feature, "completeness_check",
-                      f"Data completeness requirement is not met. Completeness {completeness:.6g} is below "
-                      f"the required {required:.6g} ({missing} missing of {total}).")]
+                      f"Data completeness requirement is not met. Expected: {percent(required)}%. "
+                      f"Observed: Only {percent(completeness)}% of data is present.")]
 
 
 def _baseline_drift(feature: str, crossed: list[str]) -> list[dict]:
@@ -87,13 +90,15 @@ def _baseline_drift(feature: str, crossed: list[str]) -> list[dict]:
                       "Baseline drift distance exceeds the threshold: " + "; ".join(crossed) + ".")]
 
 
-def numeric_violations(d: NumericDrift, t: Thresholds, baseline_completeness: float = 1.0) -> list[dict]:
+def numeric_violations(d: NumericDrift, t: Thresholds, baseline_completeness: float = 1.0,
+                       inferred_type: str = "Fractional") -> list[dict]:
     out = []
     total = d.window_count + d.window_missing + d.window_invalid
     if d.window_invalid:
+        share = d.window_count / (d.window_count + d.window_invalid)
         out.append(violation(d.feature, "data_type_check",
-                             f"Data type match requirement is not met. {d.window_invalid} of {total} values are "
-                             f"not numbers (expected Fractional/Integral)."))
+                             f"Data type match requirement is not met. Expected data type: {inferred_type}, "
+                             f"Expected match: 100.0%. Observed: Only {percent(share)}% of data is {inferred_type}."))
     out += _completeness(d.feature, d.window_count, d.window_missing, total, t, baseline_completeness)
     if d.window_count >= t.min_window_rows and d.ks_statistic is not None:
         crossed = []
@@ -113,8 +118,9 @@ def categorical_violations(d: CategoricalDrift, t: Thresholds, baseline_complete
     out += _completeness(d.feature, d.window_count, d.window_missing, total, t, baseline_completeness)
     if d.unknown_share > 0:
         out.append(violation(d.feature, "categorical_values_check",
-                             f"Data domain requirement is not met. {d.unknown_share:.4%} of the values are outside "
-                             f"the baseline domain, e.g. {d.unknown_values[:5]}."))
+                             f"Data domain content requirement is not met. Expected: 100.0% of data in the baseline "
+                             f"domain. Observed: Only {percent(1 - d.unknown_share)}% of data is in the baseline domain "
+                             f"(e.g. {d.unknown_values[:5]})."))
     if d.window_count >= t.min_window_rows and d.linf is not None:
         crossed = []
         if d.linf > t.linf:
@@ -125,15 +131,19 @@ def categorical_violations(d: CategoricalDrift, t: Thresholds, baseline_complete
     return out
 
 
-def schema_violations(baseline_features: list[str], window_features: set[str]) -> list[dict]:
+def schema_violations(baseline_features: list[str], window_features: set[str],
+                      identifiers: frozenset[str] = frozenset()) -> list[dict]:
+    """``missing_column_check`` / ``extra_column_check``; ``identifiers`` (the schema's id) are not features."""
+    counts = (f"Number of columns in current dataset: {len(set(window_features) - identifiers)}, "
+              f"Number of columns in baseline constraints: {len(baseline_features)}")
     out = [
-        violation(name, "missing_column_check", f"Column {name!r} of the baseline is missing from every record of the window.")
+        violation(name, "missing_column_check", f"There are missing columns in current dataset. {counts}")
         for name in baseline_features
         if name not in window_features
     ]
     out += [
-        violation(name, "extra_column_check", f"Column {name!r} is not in the baseline.")
-        for name in sorted(window_features - set(baseline_features) - IDENTIFIER_COLUMNS)
+        violation(name, "extra_column_check", f"There are extra columns in current dataset. {counts}")
+        for name in sorted(window_features - set(baseline_features) - identifiers)
     ]
     return out
 
