@@ -38,7 +38,8 @@ def ks_statistic_sorted(a: np.ndarray, b: np.ndarray) -> float:
     position; only the last position of a run of equal values counts (the ECDFs jump at the run's
     end). At the positions where ``e`` reaches its maximum (and minimum), ``i`` values of ``a`` and
     ``j`` of ``b`` lie at or before the position, scipy's ``searchsorted(..., side="right")`` counts,
-    and the statistic is ``i / n1 - j / n2`` there: the very quotients scipy's ``cddiffs`` holds. (Two
+    and the statistic is ``i / n1 - j / n2`` there, each quotient as scipy's ``cddiffs`` holds it
+    (:func:`_ecdf_value`). (Two
     different exact values are at least ``1 / (n1 * n2)`` apart, far more than the rounding of a
     quotient, so the float maximum lies among the exact maximum's positions; past ``n1 * n2 ~ 2**48``
     the positions within a few units of the extreme are taken too.)
@@ -66,8 +67,14 @@ def _ks_merged(both: np.ndarray, n1: int) -> float:
     for k in at:
         c = k + 1  # values at or before position k
         i = (e[k] + c * n1) // n  # of a, since e = i * n - c * n1
-        d = max(d, float(np.abs(i / n1 - (c - i) / n2).max()))
+        d = max(d, float(np.abs(_ecdf_value(i, n1) - _ecdf_value(c - i, n2)).max()))
     return min(d, 1.0)
+
+
+def _ecdf_value(count: np.ndarray, size: int) -> np.ndarray:
+    """``count / size`` as scipy >= 1.18's ``ks_2samp`` holds it: ``np.linspace(0, 1, size + 1)[count]``
+    (``count * (1 / size)``, and exactly 1.0 at ``count == size``), so the statistic is scipy's to the bit."""
+    return np.where(count == size, 1.0, count * (1.0 / size))
 
 
 def _run_ends(both: np.ndarray, order: np.ndarray, k: np.ndarray) -> np.ndarray:
