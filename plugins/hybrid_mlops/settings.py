@@ -34,15 +34,66 @@ def region() -> str:
     return os.environ.get("HYBRID_MLOPS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-west-2"))
 
 
+class SettingMissing(RuntimeError):
+    """An ``aws`` setting is not set: the message names the environment variable and what it is for."""
+
+
+#: Stand-ins the ``local`` target uses (a moto server accepts any name); ``aws`` never falls back to them.
+LOCAL_DEFAULTS = {
+    "HYBRID_MLOPS_BUCKET": "hybrid-mlops-artifacts",
+    "HYBRID_MLOPS_SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/hybrid-mlops-sagemaker-execution",
+    "HYBRID_MLOPS_ATHENA_WORKGROUP": "primary",
+    "HYBRID_MLOPS_ATHENA_DATABASE": "hybrid_mlops",
+}
+
+#: What each ``aws`` setting is, for the error that names a missing one.
+AWS_SETTINGS = {
+    "HYBRID_MLOPS_BUCKET": "the artifacts bucket (training data, checkpoints, models, capture, reports)",
+    "HYBRID_MLOPS_SAGEMAKER_ROLE_ARN": "the SageMaker execution role ARN the training jobs run as",
+    "HYBRID_MLOPS_ATHENA_WORKGROUP": "the Athena workgroup the monitor's queries run in",
+    "HYBRID_MLOPS_ATHENA_DATABASE": "the Glue database holding the capture and cost tables",
+}
+
+
+def _setting(name: str) -> str:
+    """The environment variable ``name``; on ``aws`` a missing one is an error naming it (never a fake)."""
+    value = os.environ.get(name, "").strip()
+    if value:
+        return value
+    if is_local():
+        return LOCAL_DEFAULTS[name]
+    raise SettingMissing(f"{name} is not set: it is {AWS_SETTINGS[name]}, required on HYBRID_MLOPS_TARGET=aws")
+
+
 def bucket() -> str:
     """The artifacts bucket (training data, checkpoints, models, capture, reports)."""
-    return os.environ.get("HYBRID_MLOPS_BUCKET", "hybrid-mlops-artifacts")
+    return _setting("HYBRID_MLOPS_BUCKET")
 
 
 def sagemaker_role_arn() -> str:
-    return os.environ.get(
-        "HYBRID_MLOPS_SAGEMAKER_ROLE_ARN", "arn:aws:iam::123456789012:role/hybrid-mlops-sagemaker-execution"
-    )
+    return _setting("HYBRID_MLOPS_SAGEMAKER_ROLE_ARN")
+
+
+def athena_workgroup() -> str:
+    """The Athena workgroup of the monitor's statistics queries (``aws``)."""
+    return _setting("HYBRID_MLOPS_ATHENA_WORKGROUP")
+
+
+def athena_database() -> str:
+    """The Glue database of the Athena tables (capture, split cost allocation data)."""
+    return _setting("HYBRID_MLOPS_ATHENA_DATABASE")
+
+
+def athena_output_location() -> str:
+    """Where Athena writes query results: ``HYBRID_MLOPS_ATHENA_OUTPUT`` or ``s3://<bucket>/athena-results/``."""
+    return os.environ.get("HYBRID_MLOPS_ATHENA_OUTPUT", "").strip() or f"s3://{bucket()}/athena-results/"
+
+
+def aws_settings() -> dict[str, str]:
+    """Every ``aws`` setting, resolved (raises :class:`SettingMissing` naming the first one missing)."""
+    return {"bucket": bucket(), "sagemaker_role_arn": sagemaker_role_arn(), "region": region(),
+            "athena_workgroup": athena_workgroup(), "athena_database": athena_database(),
+            "athena_output_location": athena_output_location()}
 
 
 def local_state_dir() -> Path:
