@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from hybrid_mlops import settings
 from hybrid_mlops.cost.explorer import DEFAULT_MAX_PAGES
@@ -29,8 +29,10 @@ from hybrid_mlops.specs.model import ModelSpec
 
 DAG_ID = "cost_report"
 DEFAULT_SCHEDULE = "0 7 * * *"
-#: The reported day: the ``day`` param, else the day before the logical date.
-DAY = "{{ params.day or macros.ds_add(ds, -1) }}"
+#: The reported day: the ``day`` param, else the day before the logical date; a run created without a
+#: logical date (REST API, ``logical_date: null``) has no ``ds``: the day before its ``run_after`` (UTC).
+DAY = ("{{ params.day or macros.ds_add(ds if ds is defined "
+       "else dag_run.run_after.strftime('%Y-%m-%d'), -1) }}")
 
 
 def schedule() -> str:
@@ -61,7 +63,8 @@ def build(specs: list[ModelSpec]) -> list[DAG]:
     with DAG(
         dag_id=DAG_ID,
         description="Daily cost: training vs serving per model and version, budgets and anomalies",
-        schedule=schedule(),
+        # A trigger timetable whatever ``[scheduler] create_cron_data_intervals`` says: logical date = run time.
+        schedule=CronTriggerTimetable(schedule(), timezone="UTC"),
         start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
         catchup=False,
         max_active_runs=1,

@@ -12,14 +12,22 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from airflow.sdk import DAG, Asset, task
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task
 
 from hybrid_mlops import settings
 from hybrid_mlops.assets import drift_asset_uri
+from hybrid_mlops.data.sources import schema_document
 from hybrid_mlops.operators.drift import DriftReportOperator
 from hybrid_mlops.sensors.drift import CaptureWindowSensor
+from hybrid_mlops.specs.model import CRON_PRESETS
 
-WINDOW = "{{ data_interval_start.strftime('%Y/%m/%d/%H') }}"
+#: The hour a run reports: its data interval's start (the hour that just ended: the schedule is a
+#: CronDataIntervalTimetable whatever ``[scheduler] create_cron_data_intervals`` says). A run created
+#: without a logical date (REST API, ``logical_date: null``) has no ``data_interval_start`` in its context:
+#: it reports the dag run's own interval when it has one, else the hour before ``run_after``.
+WINDOW_START = ("(dag_run.data_interval_start if dag_run.data_interval_start is not none "
+                "else dag_run.run_after - macros.timedelta(hours=1))")
+WINDOW = "{{ " + WINDOW_START + ".strftime('%Y/%m/%d/%H') }}"
 
 
 def capture_wait_seconds() -> float:
@@ -36,7 +44,8 @@ def build(specs) -> list[DAG]:
         with DAG(
             dag_id=f"monitor_{spec.dag_suffix}",
             description=f"Hourly drift and model-quality reports of {spec.name}",
-            schedule=spec.schedule.monitor,
+            schedule=CronDataIntervalTimetable(CRON_PRESETS.get(spec.schedule.monitor, spec.schedule.monitor),
+                                               timezone="UTC"),
             start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
             catchup=False,
             max_active_runs=3,
@@ -57,8 +66,9 @@ def build(specs) -> list[DAG]:
                 task_id="drift_report",
                 model=spec.name,
                 bucket=settings.bucket(),
-                window_start="{{ data_interval_start.isoformat() }}",
+                window_start="{{ " + WINDOW_START + ".isoformat() }}",
                 drift_config=spec.drift.model_dump(),
+                schema=schema_document(spec),
                 model_package_group=spec.registry.model_package_group,
                 sns_topic=f"hybrid-mlops-drift-{spec.name}",
                 aws_conn_id=settings.aws_conn_id(),
