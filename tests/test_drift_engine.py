@@ -121,12 +121,12 @@ def test_model_quality_shape_and_violation():
     c = generate(5000, seed=3)
     good = quality.binary_classification_statistics(c["label"], c["true_probability"])
     m = good["binary_classification_metrics"]
-    assert m["au_roc"]["value"] > 0.8 and set(m["confusion_matrix"]) == {"0", "1"}
+    assert m["auc"]["value"] > 0.8 and set(m["confusion_matrix"]) == {"0", "1"}
     cons = quality.quality_constraints(quality.baseline_metrics({"metrics": {"roc_auc": 0.9}}))
     assert quality.quality_violations(good, cons) == []
     noise = quality.binary_classification_statistics(c["label"], np.random.default_rng(0).random(5000))
     (v,) = quality.quality_violations(noise, cons)
-    assert v["metric_name"] == "au_roc" and v["constraint_check_type"] == "LessThanThreshold"
+    assert v["metric_name"] == "auc" and v["constraint_check_type"] == "LessThanThreshold"
 
 
 T0 = datetime(2026, 5, 1, 12, tzinfo=timezone.utc)

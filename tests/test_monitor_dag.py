@@ -51,7 +51,8 @@ def _register_baseline(spec, tmp_path):
 
 
 def _put_capture(columns, extra_lines=""):
-    body = "\n".join(capture_lines(columns, FEATURES, model="fraud-detection", hour=HOUR)) + "\n" + extra_lines
+    body = "\n".join(capture_lines(columns, FEATURES, model="fraud-detection", hour=HOUR, id_column="transaction_id",
+                                   outputs=columns.get("true_probability"))) + "\n" + extra_lines
     boto3.client("s3").put_object(Bucket=_bucket(), Key=capture_key("fraud-detection", HOUR), Body=body)
 
 
@@ -105,7 +106,7 @@ def test_monitor_dag_reports_signals_and_asset(aws, airflow_db, spec, monitor_da
     assert report["malformed_lines"] == 3 and report["lines"] == 60 + 3 and report["rows"] == 3000
     quality = _read(prefix + "model-quality/statistics.json")
     assert quality["dataset"]["item_count"] == 3000
-    assert quality["binary_classification_metrics"]["au_roc"]["value"] > 0.8
+    assert quality["binary_classification_metrics"]["auc"]["value"] > 0.8
 
     cw = boto3.client("cloudwatch").list_metrics(Namespace="hybrid-mlops/data-metrics")["Metrics"]
     names = {(m["MetricName"], {d["Name"]: d["Value"] for d in m["Dimensions"]}["Feature"]) for m in cw}

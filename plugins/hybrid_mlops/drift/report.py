@@ -16,15 +16,6 @@ import numpy as np
 from hybrid_mlops.drift import engine, monitor_format, verdict
 
 
-def feature_lists(baseline_statistics: dict | None, fallback_numeric, fallback_categorical) -> tuple[list, list]:
-    """Numeric and categorical features of the baseline (``inferred_type``), else the fallbacks."""
-    if baseline_statistics and baseline_statistics.get("features"):
-        numeric = [f["name"] for f in baseline_statistics["features"] if f["inferred_type"] in ("Fractional", "Integral")]
-        categorical = [f["name"] for f in baseline_statistics["features"] if f["inferred_type"] == "String"]
-        return numeric, categorical
-    return list(fallback_numeric), list(fallback_categorical)
-
-
 def _completeness(constraints: dict | None) -> dict[str, float]:
     return {f["name"]: float(f.get("completeness", 1.0)) for f in (constraints or {}).get("features", [])}
 
@@ -48,22 +39,29 @@ def build_report(
     model: str,
     window_start: str,
     window_end: str,
+    identifiers: frozenset[str] = frozenset(),
 ) -> dict:
-    """All documents of one window (see the module docstring)."""
+    """All documents of one window (see the module docstring).
+
+    Every feature of ``numeric`` / ``categorical`` (the model's schema) is compared, or listed in the
+    summary's ``unchecked_features`` with the reason: none is skipped silently.
+    """
     present = set(window["present_features"])
     cols = window["columns"]
     n_rows = int(window["rows"])
     completeness = _completeness(baseline_constraints)
     violations: list[dict] = []
     figures: list[dict] = []
+    unchecked: dict[str, str] = {}
 
     if n_rows:
-        violations += verdict.schema_violations([*numeric, *categorical], present)
+        violations += verdict.schema_violations([*numeric, *categorical], present, identifiers)
     for name in numeric:
         if name not in cols:
             continue
         base = baseline_columns.get(name)
         if base is None:
+            unchecked[name] = "not in the baseline's training data"
             continue
         d = engine.numeric_drift(name, base, cols[name], window_invalid=window["invalid"].get(name, 0))
         figures.append(d.to_dict())
@@ -96,6 +94,8 @@ def build_report(
         status = "violations" if violations else "ok"
         message = (f"{len(violations)} violation(s) on {verdict.violated_features(violations)}" if violations
                    else "No feature violates the baseline.")
+        if unchecked:
+            message += f" Not compared: {unchecked}."
     summary = {
         "model": model,
         "window_start": window_start,
@@ -110,6 +110,7 @@ def build_report(
         "rows": n_rows,
         "violations": len(violations),
         "violated_features": verdict.violated_features(violations),
+        "unchecked_features": unchecked,
     }
     return {
         "statistics": stats,

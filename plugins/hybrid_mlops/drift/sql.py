@@ -68,21 +68,35 @@ SELECT filename, line_no, left(line, 200) AS line FROM capture_lines WHERE NOT o
 """
 
 
-def duckdb_rows(numeric: list[str], categorical: list[str], present: set[str]) -> str:
-    """Flattened rows: numeric features cast to DOUBLE (``<f>__raw`` keeps the text for type checks)."""
+def _key(name: str) -> str:
+    """A JSON path member for any column name (spaces included): ``"name"``."""
+    if '"' in name or "'" in name:
+        raise ValueError(f"column name {name!r} must not contain quotes")
+    return f'"{name}"'
+
+
+def _col(name: str) -> str:
+    return '"' + name + '"'
+
+
+def duckdb_rows(numeric: list[str], categorical: list[str], present: set[str], *, id_column: str | None = None,
+                output: str = "probability") -> str:
+    """Flattened rows: numeric features cast to DOUBLE (``<f>__invalid`` flags text that is no number),
+    categorical features and the id as text, the model's output as ``__output`` (JSON text)."""
     parts = []
-    for name in [*numeric, *categorical, "transaction_id"]:
+    texts = [*categorical, *([id_column] if id_column else [])]
+    for name in [*numeric, *texts]:
         if name in present:
-            parts.append(f"unnest(json_extract_string(line, '$.inputs.\"{_ident(name)}\"[*]')) AS \"{name}\"")
-    parts.append("unnest(json_extract_string(line, '$.outputs.probability[*]')) AS \"__probability\"")
+            parts.append(f"unnest(json_extract_string(line, '$.inputs.{_key(name)}[*]')) AS {_col(name)}")
+    parts.append(f"unnest(json_extract(line, '$.outputs.{_key(output)}[*]')) AS \"__output\"")
     inner = ",\n       ".join(parts)
     outer = []
     for name in numeric:
         if name in present:
-            outer += [f"TRY_CAST(\"{name}\" AS DOUBLE) AS \"{name}\"",
-                      f"(\"{name}\" IS NOT NULL AND TRY_CAST(\"{name}\" AS DOUBLE) IS NULL) AS \"{name}__invalid\""]
-    outer += [f"\"{name}\"" for name in [*categorical, "transaction_id"] if name in present]
-    outer.append("TRY_CAST(\"__probability\" AS DOUBLE) AS \"__probability\"")
+            outer += [f"TRY_CAST({_col(name)} AS DOUBLE) AS {_col(name)}",
+                      f"({_col(name)} IS NOT NULL AND TRY_CAST({_col(name)} AS DOUBLE) IS NULL) AS {_col(name + '__invalid')}"]
+    outer += [_col(name) for name in texts if name in present]
+    outer.append("CAST(\"__output\" AS VARCHAR) AS \"__output\"")
     return f"SELECT {', '.join(outer)}\nFROM (SELECT {inner}\nFROM capture_lines WHERE ok)"
 
 
@@ -107,21 +121,24 @@ TBLPROPERTIES (
 )"""
 
 
-def athena_rows(database: str, table: str, hour: str, numeric: list[str], categorical: list[str]) -> str:
+def athena_rows(database: str, table: str, hour: str, numeric: list[str], categorical: list[str], *,
+                id_column: str | None = None, output: str = "probability") -> str:
     """Trino SQL with the same meaning as :func:`duckdb_rows` (UNNEST ... WITH ORDINALITY, zipped)."""
-    names = [*numeric, *categorical, "transaction_id"]
+    texts = [*categorical, *([id_column] if id_column else [])]
+    names = [*numeric, *texts]
     arrays = ", ".join(
-        f"COALESCE(TRY_CAST(json_extract(line, '$.inputs.{_ident(n)}') AS ARRAY(JSON)), ARRAY[]) " for n in names
+        f"COALESCE(TRY_CAST(json_extract(line, '$.inputs[{_literal(n)}]') AS ARRAY(JSON)), ARRAY[]) " for n in names
     )
-    arrays += ", COALESCE(TRY_CAST(json_extract(line, '$.outputs.probability') AS ARRAY(JSON)), ARRAY[])"
-    cols = ", ".join(f"\"{n}_j\"" for n in names) + ", \"__probability_j\""
+    arrays += f", COALESCE(TRY_CAST(json_extract(line, '$.outputs[{_literal(output)}]') AS ARRAY(JSON)), ARRAY[])"
+    cols = ", ".join(_col(f"{n}_j") for n in names) + ", \"__output_j\""
     select = []
     for n in numeric:
-        select += [f"TRY_CAST(json_format(\"{n}_j\") AS DOUBLE) AS \"{n}\"",
-                   f"(\"{n}_j\" IS NOT NULL AND json_format(\"{n}_j\") <> 'null' AND "
-                   f"TRY_CAST(json_format(\"{n}_j\") AS DOUBLE) IS NULL) AS \"{n}__invalid\""]
-    select += [f"json_extract_scalar(\"{n}_j\", '$') AS \"{n}\"" for n in [*categorical, "transaction_id"]]
-    select.append("TRY_CAST(json_format(\"__probability_j\") AS DOUBLE) AS \"__probability\"")
+        j = _col(f"{n}_j")
+        select += [f"TRY_CAST(json_format({j}) AS DOUBLE) AS {_col(n)}",
+                   f"({j} IS NOT NULL AND json_format({j}) <> 'null' AND "
+                   f"TRY_CAST(json_format({j}) AS DOUBLE) IS NULL) AS {_col(n + '__invalid')}"]
+    select += [f"json_extract_scalar({_col(n + '_j')}, '$') AS {_col(n)}" for n in texts]
+    select.append("json_format(\"__output_j\") AS \"__output\"")
     return (
         f"SELECT {', '.join(select)}\nFROM {_ident(database)}.{_ident(table)}\n"
         f"CROSS JOIN UNNEST({arrays}) AS t({cols})\n"

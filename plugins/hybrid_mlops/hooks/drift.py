@@ -68,18 +68,19 @@ class DriftHook(S3Hook):
         con.execute(f"CREATE OR REPLACE SECRET hybrid_mlops_s3 (TYPE s3, {', '.join(opts)})")
         return con
 
-    def read_capture_window(self, bucket: str, prefix: str, numeric: list[str], categorical: list[str]) -> dict:
+    def read_capture_window(self, bucket: str, prefix: str, numeric: list[str], categorical: list[str], *,
+                            id_column: str | None = None, output: str = "probability") -> dict:
         """Flatten the capture files under ``s3://bucket/prefix`` (DuckDB; Athena on ``aws`` if configured).
 
         :return: ``{"files", "lines", "malformed", "malformed_sample", "present_features",
-            "columns": {name: ndarray}, "invalid": {name: int}, "probability", "transaction_id", "rows"}``
+            "columns": {name: ndarray}, "invalid": {name: int}, "outputs", "ids", "rows"}``: ``outputs``
+            is the model's output per row ([N], or [N, K] for class probabilities), ``ids`` the id column.
         """
         import numpy as np
 
         keys = self.list_keys(bucket_name=bucket, prefix=prefix)
         empty = {"files": 0, "lines": 0, "malformed": 0, "malformed_sample": [], "present_features": [],
-                 "columns": {}, "invalid": {}, "probability": np.empty(0), "transaction_id": np.empty(0, object),
-                 "rows": 0}
+                 "columns": {}, "invalid": {}, "outputs": np.empty(0), "ids": np.empty(0, object), "rows": 0}
         if not keys:
             return empty
         con = self.duckdb()
@@ -92,13 +93,14 @@ class DriftHook(S3Hook):
                    "malformed_sample": sample, "present_features": sorted(present)}
             if lines - malformed == 0:
                 return out
-            table = con.execute(sql.duckdb_rows(numeric, categorical, present)).fetch_arrow_table()
+            table = con.execute(sql.duckdb_rows(numeric, categorical, present, id_column=id_column,
+                                                output=output)).fetch_arrow_table()
         finally:
             con.close()
-        return {**out, **self._columns_from_table(table, numeric, categorical)}
+        return {**out, **self._columns_from_table(table, numeric, categorical, id_column)}
 
     @staticmethod
-    def _columns_from_table(table, numeric: list[str], categorical: list[str]) -> dict:
+    def _columns_from_table(table, numeric: list[str], categorical: list[str], id_column: str | None) -> dict:
         import numpy as np
 
         names = set(table.column_names)
@@ -110,11 +112,10 @@ class DriftHook(S3Hook):
         for n in categorical:
             if n in names:
                 columns[n] = np.asarray(table.column(n).to_pylist(), dtype=object)
-        tid = (np.asarray(table.column("transaction_id").to_pylist(), dtype=object)
-               if "transaction_id" in names else np.full(table.num_rows, None, dtype=object))
-        prob = table.column("__probability").to_numpy(zero_copy_only=False).astype(np.float64)
-        return {"columns": columns, "invalid": invalid, "probability": prob, "transaction_id": tid,
-                "rows": int(table.num_rows)}
+        ids = (np.asarray(table.column(id_column).to_pylist(), dtype=object)
+               if id_column in names else np.full(table.num_rows, None, dtype=object))
+        return {"columns": columns, "invalid": invalid, "outputs": _outputs(table.column("__output").to_pylist()),
+                "ids": ids, "rows": int(table.num_rows)}
 
     def read_parquet_columns(self, uri_prefix: str, columns: list[str]) -> dict:
         """Columns of the Parquet files under an S3 prefix (the training data), as numpy arrays."""
@@ -137,22 +138,24 @@ class DriftHook(S3Hook):
                 out[name] = col.to_numpy(zero_copy_only=False).astype(np.float64)
         return out
 
-    def read_labels(self, bucket: str, prefixes: list[str]) -> dict[str, int]:
-        """``transaction_id -> label`` from the JSONL label files under the prefixes (malformed lines skipped)."""
-        labels: dict[str, int] = {}
+    def read_labels(self, bucket: str, prefixes: list[str], id_column: str, label_column: str) -> dict[str, Any]:
+        """``id -> label`` from the JSONL ground-truth files under the prefixes (one ``{id, label}``
+        object per line, named by the schema's columns; malformed lines skipped)."""
+        labels: dict[str, Any] = {}
         for prefix in prefixes:
             for key in self.list_keys(bucket_name=bucket, prefix=prefix) or []:
                 for line in self.read_key(key, bucket).splitlines():
                     try:
                         rec = json.loads(line)
-                        labels[str(rec["transaction_id"])] = int(rec["label"])
+                        labels[str(rec[id_column])] = rec[label_column]
                     except (ValueError, KeyError, TypeError):
                         continue
         return labels
 
     # ------------------------------------------------------------------------------ Athena (aws)
     def athena_capture_window(self, *, database: str, table: str, capture_location: str, hour: str,
-                              numeric: list[str], categorical: list[str], output_location: str) -> dict:
+                              numeric: list[str], categorical: list[str], output_location: str,
+                              id_column: str | None = None, output: str = "probability") -> dict:
         """The ``aws`` path of :meth:`read_capture_window`: Athena flattens, DuckDB reads the result."""
         from airflow.providers.amazon.aws.hooks.athena import AthenaHook
 
@@ -170,7 +173,7 @@ class DriftHook(S3Hook):
         qid = run(sql.athena_summary(database, table, hour))
         rows = athena.get_query_results(qid)["ResultSet"]["Rows"]
         files, lines, malformed = (int(c.get("VarCharValue", 0)) for c in rows[1]["Data"])
-        qid = run(sql.athena_rows(database, table, hour, numeric, categorical))
+        qid = run(sql.athena_rows(database, table, hour, numeric, categorical, id_column=id_column, output=output))
         con = self.duckdb()
         try:
             arrow = con.execute(f"SELECT * FROM read_csv_auto('{output_location.rstrip('/')}/{qid}.csv')").fetch_arrow_table()
@@ -178,7 +181,7 @@ class DriftHook(S3Hook):
             con.close()
         return {"files": files, "lines": lines, "malformed": malformed, "malformed_sample": [],
                 "present_features": sorted(n for n in arrow.column_names if not n.startswith("__")),
-                **self._columns_from_table(arrow, numeric, categorical)}
+                **self._columns_from_table(arrow, numeric, categorical, id_column)}
 
     # ------------------------------------------------------------------------------ registry, artifacts
     def latest_approved_package(self, group: str) -> dict | None:
@@ -199,10 +202,17 @@ class DriftHook(S3Hook):
         }
 
     def read_model_artifacts(self, model_data_url: str, names: tuple[str, ...]) -> dict[str, Any]:
-        """JSON members of ``model.tar.gz`` by base name (absent ones are left out)."""
+        """The baseline documents of a version: beside ``model.tar.gz`` (where evaluation writes them),
+        else members of the tarball by base name (absent ones are left out)."""
         bucket, key = split_s3_uri(model_data_url)
-        body = self.get_key(key, bucket).get()["Body"].read()
         out: dict[str, Any] = {}
+        base = key.rsplit("/", 1)[0]
+        for name in names:
+            if self.check_for_key(f"{base}/{name}", bucket):
+                out[name] = json.loads(self.read_key(f"{base}/{name}", bucket))
+        if len(out) == len(names):
+            return out
+        body = self.get_key(key, bucket).get()["Body"].read()
         with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tar:
             for member in tar.getmembers():
                 base = os.path.basename(member.name)
@@ -259,3 +269,19 @@ class DriftHook(S3Hook):
                         continue
                 found.append({"key": key, "violations": violations, "last_modified": obj["LastModified"].isoformat()})
         return sorted(found, key=lambda r: r["key"])
+
+
+def _outputs(values: list):
+    """The captured output per row as floats: [N] (probability, prediction) or [N, K] (probabilities)."""
+    import numpy as np
+
+    parsed = []
+    for v in values:
+        try:
+            parsed.append(json.loads(v) if isinstance(v, str) else v)
+        except ValueError:
+            parsed.append(None)
+    if any(isinstance(v, list) for v in parsed):
+        width = max(len(v) for v in parsed if isinstance(v, list))
+        return np.array([v if isinstance(v, list) and len(v) == width else [np.nan] * width for v in parsed], dtype=np.float64)
+    return np.array([v if isinstance(v, (int, float)) else np.nan for v in parsed], dtype=np.float64)

@@ -43,23 +43,26 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
     :param bucket: artifacts bucket (templated).
     :param window_start: start of the hour to check, ISO 8601 (templated).
     :param drift_config: ``spec.drift`` as a dict (templated).
+    :param schema: the model's schema document (``schema.json`` of training's config channel: task,
+        id, label, numeric, categorical, classes), which names the features to compare and the
+        columns ground truth is joined on.
     :param model_package_group: registry group whose newest Approved package is the baseline (templated).
     :param train_data_uri: baseline training data (S3 prefix of Parquet); overrides the package's (templated).
     :param model_data_url: ``model.tar.gz`` with the baseline files; overrides the package's (templated).
     :param sns_topic: SNS topic name or ARN notified on violations (templated); None disables.
     :param emit_metrics: put the per-feature figures to CloudWatch.
     :param athena_database: on ``aws``, the Athena database of the capture table (None: DuckDB).
-    :param quality_tolerance: allowed drop of ROC AUC / precision / recall below the baseline.
+    :param quality_tolerance: how much worse than the baseline each model-quality metric may get.
     """
 
     aws_hook_class = DriftHook
     template_fields: Sequence[str] = aws_template_fields(
-        "model", "bucket", "window_start", "drift_config", "model_package_group", "train_data_uri",
+        "model", "bucket", "window_start", "drift_config", "schema", "model_package_group", "train_data_uri",
         "model_data_url", "sns_topic", "athena_database")
-    template_fields_renderers = {"drift_config": "json"}
+    template_fields_renderers = {"drift_config": "json", "schema": "json"}
     operator_extra_links = (DriftReportLink(),)
 
-    def __init__(self, *, model: str, bucket: str, window_start: str, drift_config: dict,
+    def __init__(self, *, model: str, bucket: str, window_start: str, drift_config: dict, schema: dict,
                  model_package_group: str | None = None, train_data_uri: str | None = None,
                  model_data_url: str | None = None, sns_topic: str | None = None, emit_metrics: bool = True,
                  athena_database: str | None = None, quality_tolerance: float = 0.05, **kwargs):
@@ -68,6 +71,7 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
         self.bucket = bucket
         self.window_start = window_start
         self.drift_config = drift_config
+        self.schema = schema
         self.model_package_group = model_package_group
         self.train_data_uri = train_data_uri
         self.model_data_url = model_data_url
@@ -92,8 +96,8 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
         from airflow.sdk.exceptions import AirflowFailException
 
         from hybrid_mlops import settings
-        from hybrid_mlops.data.generator import CATEGORICAL_FEATURES, NUMERIC_FEATURES
         from hybrid_mlops.drift import report as reporting
+        from hybrid_mlops.serving.smoke import OUTPUTS
         from hybrid_mlops.specs.model import DriftSpec
 
         try:
@@ -104,17 +108,19 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
         end = hour + timedelta(hours=1)
         out_prefix = layout.monitoring_prefix(self.model, hour)
         baseline = self._baseline()
-        numeric, categorical = reporting.feature_lists(baseline.get("statistics.json"), NUMERIC_FEATURES,
-                                                       CATEGORICAL_FEATURES)
+        numeric, categorical = list(self.schema["numeric"]), list(self.schema["categorical"])
+        id_column, output = self.schema.get("id"), OUTPUTS[self.schema["task"]]
         capture = layout.capture_prefix(self.model, hour)
         if self.athena_database and not settings.is_local():
             window = self.hook.athena_capture_window(
                 database=self.athena_database, table=f"capture_{self.model.replace('-', '_')}",
                 capture_location=f"s3://{self.bucket}/{layout.capture_prefix(self.model)}",
                 hour=hour.strftime("%Y/%m/%d/%H"), numeric=numeric, categorical=categorical,
-                output_location=f"s3://{self.bucket}/athena-results/{self.model}/")
+                output_location=f"s3://{self.bucket}/athena-results/{self.model}/", id_column=id_column,
+                output=output)
         else:
-            window = self.hook.read_capture_window(self.bucket, capture, numeric, categorical)
+            window = self.hook.read_capture_window(self.bucket, capture, numeric, categorical, id_column=id_column,
+                                                   output=output)
         self.log.info("Window %s: %s files, %s lines, %s malformed, %s rows", capture, window["files"],
                       window["lines"], window["malformed"], window["rows"])
         if not baseline.get("train_data_uri") and not baseline.get("statistics.json"):
@@ -131,7 +137,8 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
                 window=window, baseline_columns=baseline_columns, drift_spec=drift_spec, numeric=numeric,
                 categorical=categorical, baseline_statistics=baseline.get("statistics.json"),
                 baseline_constraints=baseline.get("constraints.json"), model=self.model,
-                window_start=hour.isoformat(), window_end=end.isoformat())
+                window_start=hour.isoformat(), window_end=end.isoformat(),
+                identifiers=frozenset(filter(None, [id_column])))
         summary = docs["report"]
         if baseline.get("package"):
             summary["model_package_arn"] = baseline["package"]["ModelPackageArn"]
@@ -157,31 +164,31 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
         return summary
 
     def _quality(self, window: dict, evaluation: dict | None, hour: datetime, out_prefix: str) -> dict | None:
-        """Model-quality reports when labels for the window's transactions have arrived."""
-        import numpy as np
-
+        """Model-quality reports when ground truth for the window's rows has arrived."""
         from hybrid_mlops.drift import quality
 
         if not window["rows"]:
             return None
         days = sorted({hour, hour + timedelta(hours=1)}, key=lambda d: d.date())
         prefixes = sorted({layout.labels_prefix(self.model, d) for d in days})
-        labels = self.hook.read_labels(self.bucket, prefixes)
+        labels = self.hook.read_labels(self.bucket, prefixes, self.schema["id"], self.schema["label"])
         if not labels:
             return {"status": "no_labels", "labels_prefixes": prefixes}
-        tid = window["transaction_id"]
-        y = np.array([labels.get(str(t), -1) if t is not None else -1 for t in tid.tolist()])
-        keep = (y >= 0) & ~np.isnan(window["probability"])
-        stats = quality.binary_classification_statistics(y[keep], window["probability"][keep],
-                                                         evaluation_time=(hour + timedelta(hours=1)).isoformat())
-        base = quality.baseline_metrics(evaluation or {})
-        constraints = quality.quality_constraints(base, self.quality_tolerance)
+        task = self.schema["task"]
+        ids = window["ids"].tolist()
+        labelled = [i for i, t in enumerate(ids) if t is not None and str(t) in labels]
+        stats = quality.window_statistics(
+            task, [labels[str(ids[i])] for i in labelled], window["outputs"][labelled],
+            classes=self.schema.get("classes"), threshold=float((evaluation or {}).get("threshold", 0.5)),
+            evaluation_time=(hour + timedelta(hours=1)).isoformat())
+        base = quality.baseline_metrics(evaluation or {}, task)
+        constraints = quality.quality_constraints(base, self.quality_tolerance, task)
         violations = quality.quality_violations(stats, constraints)
         prefix = f"{out_prefix}model-quality/"
         self.hook.put_json(stats, self.bucket, f"{prefix}statistics.json")
         self.hook.put_json(constraints, self.bucket, f"{prefix}constraints.json")
         uri = self.hook.put_json({"violations": violations}, self.bucket, f"{prefix}constraint_violations.json")
-        m = stats["binary_classification_metrics"]
-        return {"status": "violations" if violations else "ok", "labelled_rows": int(keep.sum()),
-                "au_roc": m["au_roc"]["value"], "precision": m["precision"]["value"],
-                "recall": m["recall"]["value"], "baseline": base, "violations": violations, "report_uri": uri}
+        figures = stats[quality.SECTIONS[task]]
+        return {"status": "violations" if violations else "ok", "labelled_rows": stats["dataset"]["item_count"],
+                **{name: figures[name]["value"] for name in quality.GATED[task]}, "baseline": base,
+                "violations": violations, "report_uri": uri}
