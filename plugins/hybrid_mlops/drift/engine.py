@@ -127,6 +127,30 @@ def _outer_prob_inside(m: int, n: int, g: int, h: int) -> float:
     return float(q[hi - 1])
 
 
+#: Largest |Pelz-Good - 2 * smirnov| measured for n >= 10000 and 2.2 <= n * x**2 < 370 is 4.6e-8
+#: (tests/test_drift_engine_fast.py measures it again); the bound leaves a factor of two.
+KS_FAST_ABS_ERROR = 1e-7
+KS_FAST_MIN_N = 10_000
+
+
+def ks_pvalue_bounded(d: float, n1: int, n2: int, alpha: float) -> tuple[float, float]:
+    """``(p, error bound)``: the KS p-value fast where scipy runs Smirnov's exact O(n) sum.
+
+    In that region (``n * d**2`` in [2.2, 370), ``n = round(n1 * n2 / (n1 + n2)) >= 10000``) the
+    Pelz-Good series (O(1)) is within :data:`KS_FAST_ABS_ERROR` of scipy's figure. When ``alpha``
+    lies within that bound of it, the verdict could differ, so the exact figure is computed
+    (error 0): ``p < alpha`` is always scipy's verdict. Elsewhere this is :func:`ks_pvalue`.
+    """
+    m, n = sorted([float(n1), float(n2)], reverse=True)
+    en = float(np.round(m * n / (m + n)))
+    nx2 = en * d * d
+    if max(n1, n2) > MAX_EXACT_N and en >= KS_FAST_MIN_N and 2.2 <= nx2 < 370.0 and d < 0.5:
+        p = float(np.clip(1.0 - _kolmogn_pelz_good(int(en), np.float64(d)), 0.0, 1.0))
+        if abs(p - alpha) > KS_FAST_ABS_ERROR:
+            return p, KS_FAST_ABS_ERROR
+    return ks_pvalue(d, n1, n2), 0.0
+
+
 def ks_pvalue(d: float, n1: int, n2: int) -> float:
     """Two-sided p-value of a KS statistic as ``scipy.stats.ks_2samp(method="auto")`` computes it."""
     if max(n1, n2) <= MAX_EXACT_N:
@@ -345,6 +369,84 @@ class CategoricalDrift:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def ks_statistic_presorted(ref: np.ndarray, cur: np.ndarray) -> float:
+    """KS statistic of a sorted baseline and a sorted window in O(m log n): no pass over the baseline.
+
+    Between two window values the window's ECDF is flat, so the supremum is reached at a window
+    value (both ECDFs' right limits) or just before one (both left limits); the baseline's counts
+    there are two binary searches per window value. Integer arithmetic, like :func:`_ks_merged`.
+    """
+    n, m = ref.size, cur.size
+    if n == 0 or m == 0:
+        raise ValueError("ks_statistic_presorted: both samples must be non-empty")
+    b_right = np.searchsorted(ref, cur, side="right").astype(np.int64)
+    b_left = np.searchsorted(ref, cur, side="left").astype(np.int64)
+    w_right = np.searchsorted(cur, cur, side="right").astype(np.int64)
+    w_left = np.searchsorted(cur, cur, side="left").astype(np.int64)
+    np.multiply(b_right, m, out=b_right)
+    b_right -= w_right * n
+    np.multiply(b_left, m, out=b_left)
+    b_left -= w_left * n
+    e = max(int(np.abs(b_right).max()), int(np.abs(b_left).max()))
+    return min(e / (n * m), 1.0)
+
+
+def prepare_baseline(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each numeric baseline column sorted with its NaNs dropped: done once, at registration."""
+    return {name: sorted_present(values) for name, values in columns.items()}
+
+
+def save_prepared(prepared: dict[str, np.ndarray], directory) -> list[str]:
+    """Write prepared columns as ``<feature>.npy`` (memory-mappable); returns the paths."""
+    import os
+
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for name, values in prepared.items():
+        path = os.path.join(directory, f"{name}.npy")
+        np.save(path, np.ascontiguousarray(values, dtype=np.float64))
+        paths.append(path)
+    return paths
+
+
+def load_prepared(directory, names) -> dict[str, np.ndarray]:
+    """Prepared columns back, memory-mapped (an hourly run touches only the pages it searches)."""
+    import os
+
+    return {name: np.load(os.path.join(directory, f"{name}.npy"), mmap_mode="r") for name in names}
+
+
+def numeric_drift_prepared(feature: str, ref: np.ndarray, window: np.ndarray, *, window_invalid: int = 0,
+                           ks_alpha: float | None = None, bins: int = PSI_BINS,
+                           ref_moments: tuple[float, float] | None = None) -> NumericDrift:
+    """:func:`numeric_drift` against a prepared (sorted, NaN-free) baseline, in O(window).
+
+    :param ks_alpha: the KS threshold; given, the p-value comes from :func:`ks_pvalue_bounded`
+        (fast, same verdict as scipy at ``ks_alpha``); else exactly as scipy computes it.
+    :param ref_moments: the baseline's (mean, std) when known, so even those cost no pass over it.
+    """
+    cur = np.sort(np.asarray(window, dtype=np.float64))
+    n2 = cur.size - _trailing_nans(cur)
+    cur = cur[:n2]
+    out = NumericDrift(feature, int(ref.size), int(n2), max(int(window.size - n2 - window_invalid), 0), window_invalid)
+    if ref.size:
+        out.baseline_mean, out.baseline_std = ref_moments or (float(ref.mean()), float(ref.std()))
+    if n2:
+        out.window_mean, out.window_std = float(cur.mean()), float(cur.std())
+    if ref.size and n2:
+        d = ks_statistic_presorted(ref, cur)
+        out.ks_statistic = d
+        if ks_alpha is None:
+            out.ks_pvalue = ks_pvalue(d, int(ref.size), int(n2))
+        else:
+            out.ks_pvalue, _ = ks_pvalue_bounded(d, int(ref.size), int(n2), ks_alpha)
+        edges = quantile_edges(ref, bins)
+        p, q = binned_shares(ref, edges), binned_shares(cur, edges)
+        out.psi = psi(p, q)
+        out.js = js_distance(p, q)
+    return out
 
 
 def sorted_present(values: np.ndarray) -> np.ndarray:
