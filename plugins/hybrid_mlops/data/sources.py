@@ -36,8 +36,16 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def resolve(uri: str) -> str:
+    """A spec's S3 URI with ``{bucket}`` replaced by the deployment's artifacts bucket."""
+    from hybrid_mlops import settings
+
+    return uri.replace("{bucket}", settings.bucket())
+
+
 def files_sql(uri: str, fmt: str) -> str:
     """DuckDB table function over every file of a format under an S3 prefix."""
+    uri = resolve(uri)
     if fmt == "csv":
         return f"read_csv({literal(uri.rstrip('/') + '/**/*.csv*')}, header = true, union_by_name = true)"
     return f"read_parquet({literal(uri.rstrip('/') + '/**/*.parquet')}, union_by_name = true)"

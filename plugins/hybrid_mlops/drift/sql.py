@@ -127,9 +127,10 @@ def athena_rows(database: str, table: str, hour: str, numeric: list[str], catego
     texts = [*categorical, *([id_column] if id_column else [])]
     names = [*numeric, *texts]
     arrays = ", ".join(
-        f"COALESCE(TRY_CAST(json_extract(line, '$.inputs[{_literal(n)}]') AS ARRAY(JSON)), ARRAY[]) " for n in names
+        f"COALESCE(TRY_CAST(json_extract(line, {_literal(f'$.inputs[{_key(n)}]')}) AS ARRAY(JSON)), ARRAY[]) "
+        for n in names
     )
-    arrays += f", COALESCE(TRY_CAST(json_extract(line, '$.outputs[{_literal(output)}]') AS ARRAY(JSON)), ARRAY[])"
+    arrays += f", COALESCE(TRY_CAST(json_extract(line, {_literal(f'$.outputs[{_key(output)}]')}) AS ARRAY(JSON)), ARRAY[])"
     cols = ", ".join(_col(f"{n}_j") for n in names) + ", \"__output_j\""
     select = []
     for n in numeric:

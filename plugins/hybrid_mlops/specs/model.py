@@ -91,7 +91,8 @@ class TrainingSpec(_Spec):
         return self
 
 
-S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+#: An S3 URI; ``{bucket}`` stands for the deployment's artifacts bucket (``HYBRID_MLOPS_BUCKET``).
+S3_URI = r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|\{bucket\})(/.*)?$"
 #: Column names travel into SQL (quoted) and Parquet: printable, no double quote.
 COLUMN = r'^[^"\x00-\x1f]{1,128}$'
 
