@@ -9,7 +9,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(os.environ.get("HYBRID_MLOPS_HOME", Path(__file__).resolve().parents[2]))
+
+def _default_home() -> Path:
+    """The folder holding ``include/``: the checkout (two folders above this file) when it has one, else
+    the Airflow DAGs folder, where ``bin/mwaa-bundle`` ships ``include/`` (MWAA: /usr/local/airflow/dags)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "include" / "models").is_dir():
+        return checkout
+    airflow_home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+    return Path(os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", airflow_home / "dags"))
+
+
+PROJECT_ROOT = Path(os.environ.get("HYBRID_MLOPS_HOME") or _default_home())
 INCLUDE_DIR = PROJECT_ROOT / "include"
 MODELS_DIR = INCLUDE_DIR / "models"
 TARGETS = ("local", "aws")
