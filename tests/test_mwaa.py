@@ -91,10 +91,12 @@ def test_requirements_install_as_mwaa_installs_them(tmp_path):
     req.write_text(text.replace(CONSTRAINT_LINE, CONSTRAINT_LINE.replace(MWAA_DAGS_FOLDER, str(dags))))
     venv = tmp_path / "venv"
     subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
+    # pip as MWAA runs it: no pip config file of this machine (its constraints, extra indexes, wheel
+    # folders); only where the index is and how to trust it pass through. The download cache is shared.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON", "VIRTUAL_ENV"))}
+    env.update({k: v for k, v in os.environ.items() if k in ("PIP_INDEX_URL", "PIP_CERT", "PIP_DEFAULT_TIMEOUT")})
+    env["PIP_CONFIG_FILE"] = os.devnull
     env["PIP_CACHE_DIR"] = os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
-    if os.environ.get("PIP_FIND_LINKS"):
-        env["PIP_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
     proc = subprocess.run([str(venv / "bin" / "pip3"), "install", "--disable-pip-version-check", "--no-input",
                            "--constraint", str(MWAA_DIR / "mwaa-essential-constraints.txt"), "-r", str(req)],
                           env=env, capture_output=True, text=True, timeout=840)
