@@ -15,19 +15,22 @@ import importlib
 import logging
 from pathlib import Path
 
-from hybrid_mlops.settings import MODELS_DIR
+from hybrid_mlops import settings
 from hybrid_mlops.specs.model import SpecError, load_all
 
 KINDS = ("retrain", "deploy", "monitor", "cost_report", "watch")
 log = logging.getLogger(__name__)
 
 
-def build_dags(kind: str, models_dir: str | Path = MODELS_DIR) -> dict:
-    """``{dag_id: DAG}`` for one kind, ready for ``globals().update(...)`` in a DAG file."""
+def build_dags(kind: str, models_dir: str | Path | None = None) -> dict:
+    """``{dag_id: DAG}`` for one kind, ready for ``globals().update(...)`` in a DAG file.
+
+    :param models_dir: the specs' folder (default: ``settings.models_dir()``).
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown DAG kind {kind!r}; kinds are {KINDS}")
     builder = importlib.import_module(f"hybrid_mlops.dags.{kind}")
-    specs, errors = load_all(models_dir)
+    specs, errors = load_all(models_dir or settings.models_dir())
     dags = {}
     if kind == "cost_report":
         dags.update({dag.dag_id: dag for dag in builder.build(specs)})

@@ -26,6 +26,11 @@ MODELS_DIR = INCLUDE_DIR / "models"
 TARGETS = ("local", "aws")
 
 
+def models_dir() -> Path:
+    """Where the model specs are: ``HYBRID_MLOPS_MODELS_DIR``, else ``include/models``."""
+    return Path(os.environ.get("HYBRID_MLOPS_MODELS_DIR") or MODELS_DIR)
+
+
 def target() -> str:
     value = os.environ.get("HYBRID_MLOPS_TARGET", "local")
     if value not in TARGETS:

@@ -74,17 +74,16 @@ def _feature_type(values: list) -> str:
 def ensure_feature_group(sagemaker, name: str, columns: dict[str, list], *, record_id: str, event_time: str,
                          offline_uri: str, role_arn: str) -> dict:
     """Create the feature group unless it exists; its ``describe_feature_group``."""
-    try:
-        return sagemaker.describe_feature_group(FeatureGroupName=name)
-    except sagemaker.exceptions.ResourceNotFound:
-        pass
     definitions = [{"FeatureName": c, "FeatureType": "String" if c == event_time else _feature_type(v)}
                    for c, v in columns.items()]
-    sagemaker.create_feature_group(
-        FeatureGroupName=name, RecordIdentifierFeatureName=record_id, EventTimeFeatureName=event_time,
-        FeatureDefinitions=definitions, RoleArn=role_arn,
-        OfflineStoreConfig={"S3StorageConfig": {"S3Uri": offline_uri}, "DisableGlueTableCreation": False},
-    )
+    try:  # create-or-reuse by the create call (moto has no ListFeatureGroups, and answers a missing describe 500)
+        sagemaker.create_feature_group(
+            FeatureGroupName=name, RecordIdentifierFeatureName=record_id, EventTimeFeatureName=event_time,
+            FeatureDefinitions=definitions, RoleArn=role_arn,
+            OfflineStoreConfig={"S3StorageConfig": {"S3Uri": offline_uri}, "DisableGlueTableCreation": False},
+        )
+    except sagemaker.exceptions.ResourceInUse:
+        return sagemaker.describe_feature_group(FeatureGroupName=name)
     log.info("Created feature group %s (offline store %s)", name, offline_uri)
     return sagemaker.describe_feature_group(FeatureGroupName=name)
 

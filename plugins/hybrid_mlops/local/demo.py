@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -125,7 +125,7 @@ def _run(args, moto) -> int:
 
     monitor = build_dags("monitor")[f"monitor_{suffix}"]
     banner(f"{monitor.dag_id}: drift report of the window {hour:%Y-%m-%d %H}:00")
-    run = run_dag(monitor, logical_date=hour)
+    run = run_dag(monitor, logical_date=hour + timedelta(hours=1))  # reports the hour before
     print(f"run {run.run_id}: {run.state}")
     _print_violations(args.model, hour)
 

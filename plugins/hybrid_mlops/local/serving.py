@@ -278,7 +278,8 @@ class LocalServing:
             "--grpc-port", str(grpc_port),
         ]
         if self.capture_bucket:
-            cmd += ["--capture-bucket", self.capture_bucket]
+            cmd += ["--capture-bucket", self.capture_bucket, "--capture-flush-seconds",
+                    os.environ.get("HYBRID_MLOPS_CAPTURE_FLUSH_SECONDS", "30")]
         if self.id_column:
             cmd += ["--id-column", self.id_column]
         log_path = self.root / f"v{version}" / "server.log"
