@@ -171,6 +171,10 @@ def _seed_known_job_and_capture(day: date):
                                   Body=body.encode())
 
 
+def _model(doc: dict) -> dict:
+    return next(m for m in doc["models"] if m["model"] == MODEL)
+
+
 def test_known_costs_grouping_tag_filters_pagination_and_attribution(aws, airflow_db, recorder):
     day = TODAY - timedelta(days=3)
     start = day - timedelta(days=29)
@@ -188,10 +192,15 @@ def test_known_costs_grouping_tag_filters_pagination_and_attribution(aws, airflo
         assert r["TimePeriod"] == window and r["Granularity"] == "DAILY"
         assert r["Metrics"] == ["UnblendedCost", "AmortizedCost"]
     tag = lambda k, *v: {"Tags": {"Key": k, "Values": list(v), "MatchOptions": ["EQUALS"]}}
-    scope = [tag("environment", "dev"), tag("project", "hybrid-mlops"), tag("team", "risk-ml")]
+    from hybrid_mlops.specs import load_specs
+
+    from hybrid_mlops.settings import MODELS_DIR
+
+    specs = load_specs(MODELS_DIR)  # every shipped model is in the report's scope
+    scope = [tag("environment", "dev"), tag("project", "hybrid-mlops"), tag("team", *sorted({s.team for s in specs}))]
     assert sent[0]["Filter"] == {"And": [
         {"Dimensions": {"Key": "SERVICE", "Values": ["Amazon SageMaker"], "MatchOptions": ["EQUALS"]}},
-        tag("model", MODEL), *scope]}
+        tag("model", *sorted(s.name for s in specs)), *scope]}
     assert sent[0]["GroupBy"] == [{"Type": "DIMENSION", "Key": "USAGE_TYPE"}, {"Type": "TAG", "Key": "model"}]
     assert sent[2]["Filter"] == {"And": [
         {"Dimensions": {"Key": "SERVICE", "Values": ["Amazon Elastic Compute Cloud - Compute", "EC2 - Other"],
@@ -210,7 +219,8 @@ def test_known_costs_grouping_tag_filters_pagination_and_attribution(aws, airflo
     assert t["storage_usd"] == pytest.approx(0.25 + 0.4 + 0.1)
     assert t["unallocated_usd"] == pytest.approx(0.5 + 4.6 + 0.1)
     assert t["total_usd"] == pytest.approx(85.88) and t["amortized_total_usd"] == pytest.approx(85.88 * 0.9)
-    (m,) = doc["models"]
+    m = _model(doc)
+    assert all(o["totals"]["total_usd"] == 0 for o in doc["models"] if o is not m)  # nothing tagged for them
     assert m["totals"]["total_usd"] == pytest.approx(80.68) and m["totals"]["serving_usd"] == pytest.approx(76.0)
     (job,) = m["training"]["jobs"]
     assert (job["job_name"], job["version"], job["status"]) == (f"{MODEL}-train-known", "8", "ok")
@@ -277,7 +287,7 @@ def test_same_day_twice_overwrites_and_never_duplicates(aws, airflow_db):
         EndTime=datetime.combine(day + timedelta(days=1), time(0), tzinfo=timezone.utc),
         Period=86400, Statistics=["SampleCount", "Maximum"])["Datapoints"]
     assert len(stats) == 1 and stats[0]["SampleCount"] == 1
-    assert stats[0]["Maximum"] == pytest.approx(first["models"][0]["totals"]["total_usd"])
+    assert stats[0]["Maximum"] == pytest.approx(_model(first)["totals"]["total_usd"])
     names = {m["MetricName"] for m in cw.list_metrics(Namespace="HybridMLOps/Cost")["Metrics"]}
     assert {"TrainingCost", "ServingCost", "StorageCost", "TotalCost", "SpotSavings", "CostPer1kPredictions",
             "Predictions", "BudgetUtilisation"} <= names
@@ -300,7 +310,7 @@ def test_backfill_of_seven_days(aws, airflow_db, recorder):
         assert doc["day"] == d.isoformat() and doc["status"] == "ok" and doc["cost_explorer"]["requests"] == 6
         assert len(doc["daily"]) == 30 and doc["daily"][-1]["day"] == d.isoformat()
         assert [x["day"] for x in doc["daily"] if x["estimated"]] == [(d - timedelta(1)).isoformat(), d.isoformat()]
-        (m,) = doc["models"]
+        m = _model(doc)
         assert len(m["training"]["jobs"]) == 1 and m["training"]["jobs"][0]["status"] == "ok"
     # the last run re-states the three days before it: what was published estimated is now final, 3 % higher
     last = docs[days[-1]]
@@ -461,7 +471,7 @@ def test_empty_month_gives_an_honest_empty_report(aws, airflow_db):
     run_dag(day)  # nothing seeded: Cost Explorer answers no results at all
     doc = report(day)
     assert doc["status"] == "no_data" and doc["alerts"] == [] and doc["daily"] == []
-    assert doc["models"][0]["signals"] == {"evaluated": False}
+    assert all(m["signals"] == {"evaluated": False} for m in doc["models"])
     assert "no figure below is a measured zero" in doc["warnings"][0]
     page = report(day, "report.html")
     assert "No Cost Explorer data in the window" in page and "Signals were not evaluated" in page

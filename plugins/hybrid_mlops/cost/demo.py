@@ -10,7 +10,7 @@ moto's training jobs run nothing and report no ``TrainingTimeInSeconds`` / ``Bil
 seeded jobs carry theirs in ``hybrid-mlops:local:*`` tags, which the local target's hook reads (the maths
 afterwards is the same code for both targets).
 
-The figures: a fraud model retrained daily on 2 × ml.g5.2xlarge spot (about 3 h run, 60-70 % saved), served
+The figures: a model retrained daily on 2 × ml.g5.2xlarge spot (about 3 h run, 60-70 % saved), served
 on GPU spot nodes in each region's EKS cluster around the clock, small S3 and processing costs, shared
 system nodes without a model tag, the last two days of each run's window "Estimated" (3 % lower than final).
 """
@@ -245,9 +245,9 @@ def seed_local_costs(
                     lines.append(json.dumps({
                         "id": f"{report_day:%Y%m%d}{hour:02d}{i:04d}", "version": version,
                         "time": datetime.combine(report_day, time(hour, i % 60), tzinfo=timezone.utc).isoformat(),
-                        "inputs": {"amount": [round(r.lognormvariate(3.5, 1.1), 2) for _ in range(rows)],
-                                   "merchant_risk": [round(r.random(), 4) for _ in range(rows)]},
-                        "outputs": {"fraud_probability": [round(r.random() * 0.1, 4) for _ in range(rows)]},
+                        "inputs": {"x1": [round(r.lognormvariate(3.5, 1.1), 2) for _ in range(rows)],
+                                   "x2": [round(r.random(), 4) for _ in range(rows)]},
+                        "outputs": {"score": [round(r.random() * 0.1, 4) for _ in range(rows)]},
                     }))
                 hour_dt = datetime.combine(report_day, time(hour))
                 key = layout.capture_prefix(m["name"], hour_dt) + "cost-demo.jsonl"

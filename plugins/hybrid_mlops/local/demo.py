@@ -1,9 +1,10 @@
-"""The main job end to end on the ``local`` target: ``bin/demo`` runs this.
+"""The main job end to end on the ``local`` target: ``bin/demo`` runs this (``--model NAME`` for another).
 
-A moto server on 127.0.0.1 stands in for AWS. The retrain DAG runs in-process (``dag.test()``):
-synthetic data -> SageMaker training job (run locally under the container contract) -> Model
-Registry -> approval gate -> deployment to a local KServe model server. Then traffic, drift
-monitoring and the daily cost report, each step printing what it did.
+A moto server on 127.0.0.1 stands in for AWS. The model's example data go where its spec's source
+reads them (nothing to load for a synthetic source). The retrain DAG runs in-process (``dag.test()``):
+data -> SageMaker training job (run locally under the container contract) -> Model Registry ->
+approval gate -> deployment to a local KServe model server. Then traffic (normal, then drifted),
+drift monitoring, the drift-triggered retrain and the daily cost report, each step printing what it did.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="fraud-detection", help="model spec name under include/models/")
     parser.add_argument("--epochs", type=int, default=None, help="override the spec's local epochs")
-    parser.add_argument("--train-rows", type=int, default=None, help="override the spec's training rows")
+    parser.add_argument("--train-rows", type=int, default=None, help="training rows (generated or sampled)")
     parser.add_argument("--human-answer", choices=["Approve", "Reject"], default="Approve",
                         help="what the stand-in reviewer answers if the rules hand a version to a person")
     parser.add_argument("--keep-serving", action="store_true", help="leave the local model server running")
@@ -54,6 +55,7 @@ def main(argv=None) -> int:
     from hybrid_mlops.local.moto import MotoServer
 
     os.environ.setdefault("HYBRID_MLOPS_CAPTURE_WAIT_SECONDS", "5")
+    os.environ.setdefault("HYBRID_MLOPS_CAPTURE_FLUSH_SECONDS", "2")
     state = Path(os.environ["HYBRID_MLOPS_LOCAL_DIR"])
     state.mkdir(parents=True, exist_ok=True)
     banner("local AWS: moto server on 127.0.0.1")
@@ -89,9 +91,15 @@ def _run(args, moto) -> int:
     db.resetdb()
     print(f"AIRFLOW_HOME={os.environ['AIRFLOW_HOME']}")
 
-    suffix = args.model.replace("-", "_")
+    from hybrid_mlops.local.datasets import load_example_data
+    from hybrid_mlops.specs import load_spec
+
+    spec = load_spec(settings.models_dir() / f"{args.model}.yaml")
+    suffix = spec.dag_suffix
+    banner(f"{spec.name}: {spec.task} model, data from its {spec.data.source.type} source")
+    print(f"example data: {load_example_data(spec, boto3.client('sagemaker'), boto3.client('s3'))}")
     dag = build_dags("retrain")[f"retrain_{suffix}"]
-    conf = {k: v for k, v in {"epochs": args.epochs, "train_rows": args.train_rows}.items() if v is not None}
+    conf = {k: v for k, v in {"epochs": args.epochs, "rows": args.train_rows}.items() if v is not None}
     banner(f"{dag.dag_id}: data -> training -> registry -> approval -> deploy")
     started = time.time()
     run = run_dag(dag, conf=conf, hitl_choice=args.human_answer, responder="demo-reviewer")
@@ -115,13 +123,12 @@ def _run(args, moto) -> int:
     served = serving.current()
     banner(f"serving: version {served['version']} behind {serving.url}")
     hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    _send(serving.url, args.model, rows=2000, requests=40, seed=101, show=5)
-    banner("drifted traffic: amounts x3 std higher, a new channel 'crypto' in 30 % of requests")
-    from hybrid_mlops.data.generator import DriftKnobs
-
-    _send(serving.url, args.model, rows=2000, requests=40, seed=202, show=0,
-          drift=DriftKnobs(shift={"amount": 3.0}, new_category={"channel": ("crypto", 0.3)}))
-    _wait_for_capture(args.model, hour)
+    sent = _send(serving.url, spec, _traffic_rows(spec, seed=101), show=5)
+    numeric, category = _drift_targets(spec)
+    banner(f"drifted traffic: {numeric} shifted by 3 standard deviations"
+           + (f", an unseen {category} in 30 % of rows" if category else ""))
+    sent += _send(serving.url, spec, _drifted(_traffic_rows(spec, seed=202), numeric, category), show=0)
+    _wait_for_capture(args.model, hour, sent)
 
     monitor = build_dags("monitor")[f"monitor_{suffix}"]
     banner(f"{monitor.dag_id}: drift report of the window {hour:%Y-%m-%d %H}:00")
@@ -163,46 +170,67 @@ def _run(args, moto) -> int:
     return 0
 
 
-def _send(url: str, model: str, *, rows: int, requests: int, seed: int, show: int, drift=None) -> None:
-    """Send ``requests`` v2 requests of ``rows // requests`` transactions each; print a few predictions."""
-    import urllib.request
+def _traffic_rows(spec, seed: int, rows: int = 2000) -> dict[str, list]:
+    """Rows like the training data: generated for a synthetic source, else the model's example CSV, resampled."""
+    import random
 
-    from hybrid_mlops.data.generator import CATEGORICAL_FEATURES, NUMERIC_FEATURES, generate
+    if spec.data.source.type == "synthetic":
+        from hybrid_mlops.data.generator import generate
 
-    cols = generate(rows, seed=seed, drift=drift, id_prefix="demo")
-    per = rows // requests
-    started, scored = time.time(), []
-    for i in range(requests):
-        part = slice(i * per, (i + 1) * per)
-        inputs = [{"name": n, "shape": [per], "datatype": "FP32", "data": cols[n][part].tolist()} for n in NUMERIC_FEATURES]
-        inputs += [{"name": n, "shape": [per], "datatype": "BYTES", "data": cols[n][part].tolist()}
-                   for n in (*CATEGORICAL_FEATURES, "transaction_id")]
-        req = urllib.request.Request(f"{url}/v2/models/{model}/infer", json.dumps({"inputs": inputs}).encode(),
-                                     {"Content-Type": "application/json"})
-        out = json.loads(urllib.request.urlopen(req, timeout=10).read())
-        scored += next(o["data"] for o in out["outputs"] if o["name"] == "probability")
-    print(f"{requests} requests, {len(scored)} transactions scored in {time.time() - started:.2f}s")
+        return {k: v.tolist() for k, v in generate(rows, seed=seed, id_prefix="demo").items()}
+    from hybrid_mlops.data.loaders import read_csv
+    from hybrid_mlops.local.datasets import dataset_path
+
+    table = read_csv(dataset_path(spec))
+    order = list(range(len(table[spec.data_schema.id])))[:rows]
+    random.Random(seed).shuffle(order)  # each row once: a small table resampled would look drifted itself
+    return {k: [v[i] for i in order] for k, v in table.items()}
+
+
+def _drift_targets(spec) -> tuple[str, str | None]:
+    """The first numeric feature, and the first categorical one (one with a declared domain first)."""
+    schema = spec.data_schema
+    with_domain = [n for n in schema.categorical if schema.features[n].domain]
+    return schema.numeric[0], (with_domain or schema.categorical or [None])[0]
+
+
+def _drifted(rows: dict[str, list], numeric: str, category: str | None) -> dict[str, list]:
+    import random
+
+    from hybrid_mlops.local.traffic import shifted
+
+    out = shifted(rows, numeric, 3.0)
+    if category:
+        r = random.Random(7)
+        out[category] = ["never-seen" if r.random() < 0.3 else v for v in out[category]]
+    return out
+
+
+def _send(url: str, spec, rows: dict[str, list], *, show: int) -> int:
+    """Send the rows as v2 requests of 50; print a few outputs."""
+    from hybrid_mlops.local.traffic import send_rows
+
+    started = time.time()
+    outputs = send_rows(url, spec, rows)
+    print(f"{len(outputs)} rows scored in {time.time() - started:.2f}s ({(len(outputs) + 49) // 50} requests)")
     for i in range(show):
-        print(f"  {cols['transaction_id'][i]:<14} amount={cols['amount'][i]:>9.2f} channel={cols['channel'][i]:<7}"
-              f" fraud probability={scored[i]:.4f} (true {cols['true_probability'][i]:.4f})")
+        shown = [round(x, 4) for x in outputs[i]] if isinstance(outputs[i], list) else round(outputs[i], 4)
+        print(f"  {rows[spec.data_schema.id][i]:<16} {spec.task} output: {shown}")
+    return len(outputs)
 
 
-def _wait_for_capture(model: str, hour, timeout: float = 90.0) -> None:
-    """The predictor batches capture records to S3; wait until this hour's files are there."""
+def _wait_for_capture(model: str, hour, rows: int, timeout: float = 90.0) -> None:
+    """The predictor batches capture records to S3; wait until this hour's rows are there."""
     import boto3
 
     from hybrid_mlops import layout, settings
+    from hybrid_mlops.local.traffic import captured_rows
 
-    s3, deadline = boto3.client("s3"), time.time() + timeout
+    s3, deadline, prefix = boto3.client("s3"), time.time() + timeout, layout.capture_prefix(model, hour)
     while time.time() < deadline:
-        listed = s3.list_objects_v2(Bucket=settings.bucket(), Prefix=layout.capture_prefix(model, hour))
-        rows = 0
-        for obj in listed.get("Contents", []):
-            body = s3.get_object(Bucket=settings.bucket(), Key=obj["Key"])["Body"].read().decode()
-            rows += sum(len(json.loads(line)["outputs"]["probability"]) for line in body.splitlines() if line)
-        if rows >= 4000:
-            print(f"capture: {listed['KeyCount']} file(s), {rows} transactions under "
-                  f"s3://{settings.bucket()}/{layout.capture_prefix(model, hour)}")
+        got = captured_rows(s3, settings.bucket(), prefix)
+        if got >= rows:
+            print(f"capture: {got} rows under s3://{settings.bucket()}/{prefix}")
             return
         time.sleep(2)
     print("capture: not all records landed in time; the monitor reports what is there")
@@ -222,10 +250,10 @@ def _print_violations(model: str, hour) -> None:
 
 
 def spec_cooldown(model: str) -> float:
-    from hybrid_mlops.settings import MODELS_DIR
+    from hybrid_mlops import settings
     from hybrid_mlops.specs import load_spec
 
-    return load_spec(MODELS_DIR / f"{model}.yaml").schedule.drift_retrain_cooldown_hours
+    return load_spec(settings.models_dir() / f"{model}.yaml").schedule.drift_retrain_cooldown_hours
 
 
 def _lineage(package_arn: str) -> dict:
