@@ -5,8 +5,10 @@ The peer, parsed first, is a two-task DAG built from the providers' own operator
 (SageMakerTrainingOperator, KubernetesCreateResourceOperator): it pays the one-off import of Airflow
 and the providers that any such DAG pays, so each project file's figure is what it adds on top.
 Also checks that no DAG file imports torch, pandas or boto3 (or other heavy modules) at top level.
+The specs folder holds the shipped models plus copies up to ``--specs`` models (default 10), so the
+figures are those of a platform with that many models.
 
-    .venv/bin/python bench/dag_parse.py
+    .venv/bin/python bench/dag_parse.py [--specs 10]
 """
 
 from __future__ import annotations
@@ -74,11 +76,33 @@ def dags_report(files: list[Path], env: dict) -> str:
     return out.stdout if out.returncode == 0 else out.stdout + out.stderr
 
 
+def specs_folder(count: int) -> Path:
+    """The shipped specs, plus renamed copies of them (own names and package groups) up to ``count``."""
+    import yaml
+
+    folder = Path(tempfile.mkdtemp(prefix="dag-parse-specs-"))
+    shipped = sorted((ROOT / "include" / "models").glob("*.yaml"))
+    for i in range(max(count, len(shipped))):
+        source = shipped[i % len(shipped)]
+        spec = yaml.safe_load(source.read_text())
+        if i >= len(shipped):
+            spec["name"] = f"{spec['name']}-{i}"
+            spec["registry"]["model_package_group"] = f"{spec['name']}-models"
+        (folder / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return folder
+
+
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--specs", type=int, default=10, help="models in the specs folder")
+    args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="dag-parse-home-"))
     os.environ.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
                       AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
-                      HYBRID_MLOPS_HOME=str(ROOT))
+                      HYBRID_MLOPS_HOME=str(ROOT), HYBRID_MLOPS_MODELS_DIR=str(specs_folder(args.specs)))
+    print(f"{args.specs} model specs in {os.environ['HYBRID_MLOPS_MODELS_DIR']}")
     sys.path.insert(0, str(ROOT / "plugins"))
     peer = home / "peer_provider_dag.py"
     peer.write_text(PEER)

@@ -183,3 +183,86 @@ def test_shipped_multiclass_model_from_feature_store(aws, airflow_db, models_dir
     assert result["summary"]["metrics"]["accuracy"] >= 0.9
     assert all(len(p) == 3 and abs(sum(p) - 1) < 1e-4 for p in result["outputs"])
     _drifted(result, "proline")
+
+
+OWN_SCRIPT = '''"""A team's own training script (script mode): logistic regression in numpy, exported with onnx."""
+import argparse, glob, json, os
+
+import numpy as np
+import onnx
+import pyarrow.parquet as pq
+from onnx import TensorProto, helper
+
+import metrics  # the project's metrics module, bundled beside the entry point
+
+p = argparse.ArgumentParser()
+p.add_argument("--steps", type=int, default=300)
+args, _ = p.parse_known_args()
+schema = json.load(open(os.path.join(os.environ["SM_CHANNEL_CONFIG"], "schema.json")))
+assert not schema["categorical"], "this script takes numeric features only"
+
+
+def read(channel):
+    files = glob.glob(os.path.join(os.environ[f"SM_CHANNEL_{channel.upper()}"], "*.parquet"))
+    table = pq.read_table(files[0])
+    x = np.stack([table.column(f).to_numpy().astype(np.float64) for f in schema["numeric"]], axis=1)
+    return x, table.column(schema["label"]).to_numpy().astype(np.float64)
+
+
+x, y = read("train")
+mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
+z = (x - mean) / std
+w, b = np.zeros(z.shape[1]), 0.0
+for _ in range(args.steps):
+    p_ = 1 / (1 + np.exp(-(z @ w + b)))
+    w -= 0.5 * z.T @ (p_ - y) / len(y)
+    b -= 0.5 * float(np.mean(p_ - y))
+# fold the scaling into the weights: probability = sigmoid(x @ (w / std) + (b - mean / std @ w))
+weights = (w / std).astype(np.float32).reshape(-1, 1)
+bias = np.array([b - float((mean / std) @ w)], dtype=np.float32)
+graph = helper.make_graph(
+    [helper.make_node("MatMul", ["numeric", "w"], ["logit2"]), helper.make_node("Add", ["logit2", "b"], ["logit"]),
+     helper.make_node("Flatten", ["logit"], ["flat"], axis=0), helper.make_node("Sigmoid", ["flat"], ["sig"]),
+     helper.make_node("Reshape", ["sig", "shape"], ["probability"])],
+    "own", [helper.make_tensor_value_info("numeric", TensorProto.FLOAT, ["N", len(schema["numeric"])])],
+    [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["N"])],
+    [helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.flatten()),
+     helper.make_tensor("b", TensorProto.FLOAT, [1], bias), helper.make_tensor("shape", TensorProto.INT64, [1], [-1])])
+model_dir = os.environ["SM_MODEL_DIR"]
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), os.path.join(model_dir, "model.onnx"))
+vx, vy = read("validation")
+scores = 1 / (1 + np.exp(-(vx @ weights[:, 0] + bias[0])))
+threshold = metrics.best_f1_threshold(vy, scores)
+json.dump({"model": schema["model"], "task": "binary", "id": schema["id"], "numeric": schema["numeric"],
+           "categorical": {}, "output": "probability", "threshold": threshold},
+          open(os.path.join(model_dir, "input_schema.json"), "w"))
+json.dump(metrics.binary_metrics(vy, scores, threshold), open(os.path.join(model_dir, "evaluation.json"), "w"))
+print("own script done")
+'''
+
+
+def test_own_training_script_with_numeric_only_features(aws, airflow_db, models_dir, fast_capture, tmp_path):
+    """Script mode with the team's own entry point (no torch: numpy + onnx), under the documented contract;
+    the predictor serves a numeric-only model; the project computes its baseline and smoke rows."""
+    from hybrid_mlops import settings
+    from hybrid_mlops.data.loaders import upload_csv, with_event_times
+
+    source = tmp_path / "own-trainer"
+    source.mkdir()
+    (source / "fit.py").write_text(OWN_SCRIPT)
+    spec = {**CHURN, "name": "churn-logit",
+            "schema": {**CHURN["schema"], "features": {"tenure_months": "numeric", "monthly_charges": "numeric",
+                                                       "support_calls": "numeric"}},
+            "training": {**CHURN["training"], "source_dir": str(source), "entry_point": "fit.py",
+                         "hyperparameters": {"steps": 400}},
+            "registry": {**CHURN["registry"], "model_package_group": "churn-logit-models"}}
+    spec_file = models_dir / "churn-logit.yaml"
+    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+    def load(spec):
+        rows = with_event_times(churn_rows(4000), "snapshot_time", days=30)
+        upload_csv(boto3.client("s3"), rows, f"s3://{settings.bucket()}/teams/growth/churn/2026/customers.csv")
+
+    result = _lifecycle(spec_file, models_dir, load, "tenure_months", churn_rows(400, seed=9))
+    assert result["summary"]["metrics"]["roc_auc"] > 0.75
+    _drifted(result, "tenure_months")

@@ -146,3 +146,49 @@ def test_real_predictor_swap(aws, tmp_path, artifacts_dir):
         assert smoke_test(s.url) is None and infer(s.url)[1] == "2"
     finally:
         s.stop()
+
+
+def test_two_models_at_once_and_a_port_held_by_another_program(aws, tmp_path, standin_dir, monkeypatch):
+    """Each model gets its own front door; a port another program holds (answering 200 to anything,
+    as the Airflow UI would) is never taken for ours: the deploy fails naming it, and nothing is left running."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Anything(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Anything)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    held = other.server_address[1]
+    monkeypatch.delenv("HYBRID_MLOPS_SERVING_PORT", raising=False)
+    artifact = upload("models/m/good.tar.gz", tarball({"model.onnx": b"ok"}))
+
+    def serving(model: str, **kwargs) -> LocalServing:
+        return LocalServing(model, state_dir=tmp_path / model, serving_dir=standin_dir, python=sys.executable,
+                            ready_timeout=20, drain_seconds=0.2, **kwargs)
+
+    blocked = serving(MODEL, port=held)
+    try:
+        with pytest.raises(RuntimeError, match=f"port {held} is held by another program"):
+            blocked.deploy(1, artifact, fetch=s3_fetch(), smoke_test=smoke_test)
+        assert blocked.current() is None and blocked.front_door() is None  # the predictor was stopped too
+    finally:
+        blocked.stop()
+        other.shutdown()
+
+    first, second = serving(MODEL), serving("other-model")
+    try:
+        first.deploy(1, artifact, fetch=s3_fetch(), smoke_test=smoke_test)
+        second.deploy(1, artifact, fetch=s3_fetch(), smoke_test=None)
+        assert first.url != second.url
+        assert infer(first.url) == (200, "1")
+        assert json.loads(urllib.request.urlopen(f"{second.url}/-/upstream", timeout=5).read())["version"] == 1
+    finally:
+        first.stop()
+        second.stop()

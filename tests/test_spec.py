@@ -29,8 +29,10 @@ def broken(path: str, value):
 
 def test_shipped_specs_load():
     specs = load_specs(ROOT / "include" / "models")
-    assert [s.name for s in specs] == ["fraud-detection"]
-    spec = specs[0]
+    assert [(s.name, s.task, s.data.source.type) for s in specs] == [
+        ("diabetes-progression", "regression", "sql"), ("fraud-detection", "binary", "synthetic"),
+        ("wine-cultivar", "multiclass", "feature_store")]
+    spec = specs[1]
     assert spec.training.instance_type == "ml.g5.2xlarge" and spec.training.instance_count == 2
     assert spec.approval.rules["accuracy"].approve_at == 0.95
     assert spec.approval.rules["accuracy"].reject_below == 0.85

@@ -52,11 +52,11 @@ def prepare_data(spec: ModelSpec, context) -> dict:
         s3.create_bucket(bucket, region_name=settings.region())
     prefix = layout.data_prefix(bucket, spec.name, key)
     channels = {c: f"{prefix}/{c}/" for c in ("train", "validation", "config")}
-    done = all(s3.check_for_key(s3.parse_s3_url(f"{channels[c]}part-0.parquet")[1], bucket) for c in ("train", "validation"))
-    extra: dict = {}
-    if done:
+    config = layout.split_s3_uri(channels["config"])[1]
+    marker = f"{config}prepared.json"  # written last: the channels are complete
+    if s3.check_for_key(marker, bucket):
         log.info("Channels already written by an earlier try under %s", prefix)
-        extra = json.loads(s3.read_key(f"{channels['config'][len(f's3://{bucket}/'):]}prepared.json", bucket))
+        extra = json.loads(s3.read_key(marker, bucket))
     else:
         try:
             if isinstance(spec.data.source, SyntheticSource):
@@ -65,10 +65,8 @@ def prepare_data(spec: ModelSpec, context) -> dict:
                 extra = _query_channels(spec, prefix, key, context)
         except DataSourceError as err:
             raise AirflowFailException(f"{spec.name}: {err}") from None
-        s3.load_string(json.dumps(extra), f"{channels['config'][len(f's3://{bucket}/'):]}prepared.json", bucket,
-                       replace=True)
-    config_key = f"{channels['config'][len(f's3://{bucket}/'):]}schema.json"
-    s3.load_string(json.dumps(schema_document(spec), indent=2), config_key, bucket, replace=True)
+        s3.load_string(json.dumps(extra), marker, bucket, replace=True)
+    s3.load_string(json.dumps(schema_document(spec), indent=2), f"{config}schema.json", bucket, replace=True)
     code = layout.code_uri(bucket, spec.name, key)
     b, k = s3.parse_s3_url(code)
     if spec.training.entry_point:

@@ -61,10 +61,15 @@ def upload_csv(s3_client, columns: dict[str, list], uri: str) -> str:
 
 
 def _feature_type(values: list) -> str:
+    """Feature Store's type of a column: CSV text is tried as an integer, then a number; else its Python type."""
+    if all(isinstance(v, int) for v in values):
+        return "Integral"
+    if all(isinstance(v, (int, float)) for v in values):
+        return "Fractional"
     for kind, cast in (("Integral", int), ("Fractional", float)):
         try:
             for v in values:
-                cast(v)
+                cast(str(v))
             return kind
         except ValueError:
             continue

@@ -84,6 +84,12 @@ def run_training_job(config: dict, s3_client, *, timeout: float | None = None) -
     """Run one training job request locally. Returns metrics, timings and the artifact URI."""
     job = config["TrainingJobName"]
     hps = dict(config.get("HyperParameters", {}))
+    if "sagemaker_program" not in hps:
+        raise LocalTrainingError(
+            f"{job}: no sagemaker_program hyperparameter: the spec trains in its own image (training.entry_point: "
+            "null), which the local target cannot run (no containers here); give training.source_dir and "
+            "entry_point (script mode) to train locally"
+        )
     program = json.loads(hps.pop("sagemaker_program"))
     submit_dir = json.loads(hps.pop("sagemaker_submit_directory"))
     hps = {k: v for k, v in hps.items() if not k.startswith("sagemaker_")}

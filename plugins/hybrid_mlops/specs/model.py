@@ -93,8 +93,8 @@ class TrainingSpec(_Spec):
 
 #: An S3 URI; ``{bucket}`` stands for the deployment's artifacts bucket (``HYBRID_MLOPS_BUCKET``).
 S3_URI = r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|\{bucket\})(/.*)?$"
-#: Column names travel into SQL (quoted) and Parquet: printable, no double quote.
-COLUMN = r'^[^"\x00-\x1f]{1,128}$'
+#: Column names travel into SQL (quoted) and JSON paths: printable, no quotes.
+COLUMN = r'^[^"\'\x00-\x1f]{1,128}$'
 
 
 class SyntheticSource(_Spec):
@@ -105,7 +105,6 @@ class SyntheticSource(_Spec):
     rows: int = Field(200_000, ge=1_000, description="training rows (the form's default)")
     validation_rows: int = Field(50_000, ge=1_000)
     positive_rate: float = Field(0.02, gt=0.0, lt=0.5)
-    seed: int = 7
 
 
 class S3Source(_Spec):
@@ -155,7 +154,7 @@ class DataSpec(_Spec):
     window_days: int | None = Field(30, ge=1, le=3650)
     validation_fraction: float = Field(0.2, gt=0.0, lt=0.9)
     max_rows: int | None = Field(None, ge=100)
-    seed: int = 7
+    seed: int = Field(7, description="seeds a synthetic source's generator")
 
 
 class Feature(_Spec):
@@ -193,7 +192,7 @@ class SchemaSpec(_Spec):
     def _distinct(self) -> SchemaSpec:
         bad = [n for n in self.features if not re.match(COLUMN, n)]
         if bad:
-            raise ValueError(f"features: column name(s) {bad} must be printable, without double quotes")
+            raise ValueError(f"features: column name(s) {bad} must be printable, without quotes")
         for role in ("id", "label", "event_time"):
             column = getattr(self, role)
             if column is not None and column in self.features:
