@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import random
 import shutil
@@ -229,7 +230,8 @@ graph = helper.make_graph(
     [helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.flatten()),
      helper.make_tensor("b", TensorProto.FLOAT, [1], bias), helper.make_tensor("shape", TensorProto.INT64, [1], [-1])])
 model_dir = os.environ["SM_MODEL_DIR"]
-onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), os.path.join(model_dir, "model.onnx"))
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10),
+          os.path.join(model_dir, "model.onnx"))
 vx, vy = read("validation")
 scores = 1 / (1 + np.exp(-(vx @ weights[:, 0] + bias[0])))
 threshold = metrics.best_f1_threshold(vy, scores)
@@ -266,3 +268,26 @@ def test_own_training_script_with_numeric_only_features(aws, airflow_db, models_
     result = _lifecycle(spec_file, models_dir, load, "tenure_months", churn_rows(400, seed=9))
     assert result["summary"]["metrics"]["roc_auc"] > 0.75
     _drifted(result, "tenure_months")
+
+
+def test_contract_refuses_what_could_never_serve(spec):
+    """An artifact that disagrees with its spec, or an ONNX file newer than the serving runtime loads,
+    is refused before it is registered (no Approved version that no server can load)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from hybrid_mlops.retrain_steps import check_contract, onnx_ir_version
+
+    good_schema = {"task": "binary", "numeric": spec.data_schema.numeric,
+                   "categorical": {c: ["a"] for c in spec.data_schema.categorical}}
+    evaluation = {"accuracy": 0.99, "roc_auc": 0.95, "onnx_max_abs_diff": 1e-7}
+    check_contract(spec, "s3://b/m.tar.gz", evaluation, good_schema, bytes([0x08, 13]))
+    assert onnx_ir_version(bytes([0x08, 0x0E, 0x12, 0x03]) + b"abc") == 14
+    cases = [
+        ({**good_schema, "numeric": ["x"]}, evaluation, b"", "must be the spec's numeric features in order"),
+        (good_schema, {**evaluation, "onnx_max_abs_diff": float("nan")}, b"", "disagrees with the trained model by nan"),
+        (good_schema, {"accuracy": 0.99, "onnx_max_abs_diff": 0.0}, b"", "lacks the approval metric(s) ['roc_auc']"),
+        (good_schema, evaluation, bytes([0x08, 14]), "IR version 14; the serving image's onnxruntime loads up to 13"),
+    ]
+    for schema, ev, model, message in cases:
+        with pytest.raises(AirflowFailException, match=re.escape(message)):
+            check_contract(spec, "s3://b/m.tar.gz", ev, schema, model)

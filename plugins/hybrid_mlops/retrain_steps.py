@@ -12,6 +12,40 @@ from hybrid_mlops.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 ONNX_TOLERANCE = 1e-5  # ONNX and PyTorch must agree this closely on the validation rows
+#: The newest ONNX IR version the serving image's onnxruntime (1.31, include/serving/requirements.lock) loads.
+SERVING_MAX_ONNX_IR = 13
+
+
+def onnx_ir_version(model: bytes) -> int | None:
+    """``ModelProto.ir_version`` (field 1, a varint) read off the serialized model, without onnx."""
+    pos = 0
+    while pos < len(model):
+        key, pos = _varint(model, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(model, pos)
+            if field == 1:
+                return value
+        elif wire == 2:
+            length, pos = _varint(model, pos)
+            pos += length
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            return None
+    return None
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(data):
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+    return value, pos
 
 
 def _s3():
@@ -180,7 +214,7 @@ def training_config(spec: ModelSpec, prepared: dict, context) -> dict:
     }
 
 
-def check_contract(spec: ModelSpec, artifact: str, evaluation: dict, input_schema: dict) -> None:
+def check_contract(spec: ModelSpec, artifact: str, evaluation: dict, input_schema: dict, model: bytes = b"") -> None:
     """What any trainer must write (README, "Add your model"), checked before a version is registered,
     so a model that could never serve is never approved."""
     from hybrid_mlops.specs.model import TASK_METRICS
@@ -197,6 +231,10 @@ def check_contract(spec: ModelSpec, artifact: str, evaluation: dict, input_schem
                         f"the spec's categorical features {schema.categorical}")
     if spec.task == "multiclass" and [str(c) for c in input_schema.get("classes", [])] != schema.classes:
         problems.append(f"input_schema.json classes={input_schema.get('classes')} must be schema.classes {schema.classes}")
+    ir = onnx_ir_version(model) if model else None
+    if ir is not None and ir > SERVING_MAX_ONNX_IR:
+        problems.append(f"model.onnx has IR version {ir}; the serving image's onnxruntime loads up to "
+                        f"{SERVING_MAX_ONNX_IR} (export with ir_version={SERVING_MAX_ONNX_IR} or older)")
     diff = evaluation.get("onnx_max_abs_diff")
     if diff is not None and not (isinstance(diff, (int, float)) and diff <= ONNX_TOLERANCE):  # NaN fails too
         problems.append(f"the ONNX export disagrees with the trained model by {diff} (> {ONNX_TOLERANCE})")
@@ -245,7 +283,7 @@ def evaluate(spec: ModelSpec, training: dict, prepared: dict, context) -> dict:
     evaluation = json.loads(members["evaluation.json"])
     if prepared.get("oracle_roc_auc") is not None:
         evaluation["oracle_roc_auc"] = prepared["oracle_roc_auc"]
-    check_contract(spec, artifact, evaluation, json.loads(members["input_schema.json"]))
+    check_contract(spec, artifact, evaluation, json.loads(members["input_schema.json"]), members["model.onnx"])
     input_schema = json.loads(members["input_schema.json"])
     docs = {"evaluation.json": evaluation, **baseline_documents(spec, prepared["train_uri"]),
             SMOKE_SAMPLE: {"schema": input_schema, "rows": _smoke_rows(spec, input_schema, prepared["validation_uri"])}}
