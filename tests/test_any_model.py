@@ -133,18 +133,19 @@ def _drifted(result: dict, feature: str) -> None:
     assert result["report"]["status"] == "violations" and not result["report"]["unchecked_features"]
 
 
-def test_own_binary_model_on_its_own_csv(aws, airflow_db, models_dir, fast_capture):
+def load_churn_csv(spec) -> None:
+    """The team's CSV: 4,000 customer snapshots of the last 30 days, where the churn spec's source reads them."""
     from hybrid_mlops import settings
     from hybrid_mlops.data.loaders import upload_csv, with_event_times
 
+    rows = with_event_times(churn_rows(4000), "snapshot_time", days=30)
+    upload_csv(boto3.client("s3"), rows, f"s3://{settings.bucket()}/teams/growth/churn/2026/customers.csv")
+
+
+def test_own_binary_model_on_its_own_csv(aws, airflow_db, models_dir, fast_capture):
     spec_file = models_dir / "customer-churn.yaml"
     spec_file.write_text(yaml.safe_dump(CHURN, sort_keys=False))
-
-    def load(spec):
-        rows = with_event_times(churn_rows(4000), "snapshot_time", days=30)
-        upload_csv(boto3.client("s3"), rows, f"s3://{settings.bucket()}/teams/growth/churn/2026/customers.csv")
-
-    result = _lifecycle(spec_file, models_dir, load, "monthly_charges", churn_rows(400, seed=9))
+    result = _lifecycle(spec_file, models_dir, load_churn_csv, "monthly_charges", churn_rows(400, seed=9))
     assert result["summary"]["metrics"]["roc_auc"] > 0.75
     assert all(0.0 <= p <= 1.0 for p in result["outputs"])
     _drifted(result, "monthly_charges")
@@ -246,9 +247,6 @@ print("own script done")
 def test_own_training_script_with_numeric_only_features(aws, airflow_db, models_dir, fast_capture, tmp_path):
     """Script mode with the team's own entry point (no torch: numpy + onnx), under the documented contract;
     the predictor serves a numeric-only model; the project computes its baseline and smoke rows."""
-    from hybrid_mlops import settings
-    from hybrid_mlops.data.loaders import upload_csv, with_event_times
-
     source = tmp_path / "own-trainer"
     source.mkdir()
     (source / "fit.py").write_text(OWN_SCRIPT)
@@ -260,12 +258,7 @@ def test_own_training_script_with_numeric_only_features(aws, airflow_db, models_
             "registry": {**CHURN["registry"], "model_package_group": "churn-logit-models"}}
     spec_file = models_dir / "churn-logit.yaml"
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-
-    def load(spec):
-        rows = with_event_times(churn_rows(4000), "snapshot_time", days=30)
-        upload_csv(boto3.client("s3"), rows, f"s3://{settings.bucket()}/teams/growth/churn/2026/customers.csv")
-
-    result = _lifecycle(spec_file, models_dir, load, "tenure_months", churn_rows(400, seed=9))
+    result = _lifecycle(spec_file, models_dir, load_churn_csv, "tenure_months", churn_rows(400, seed=9))
     assert result["summary"]["metrics"]["roc_auc"] > 0.75
     _drifted(result, "tenure_months")
 
