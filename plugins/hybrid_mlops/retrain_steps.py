@@ -138,8 +138,11 @@ def _query_channels(spec: ModelSpec, prefix: str, key: str, context) -> dict:
     from hybrid_mlops.data import sources
     from hybrid_mlops.hooks.data import DataSourceHook
 
+    import duckdb
+
     hook = DataSourceHook(aws_conn_id=settings.aws_conn_id())
     where = sources.describe_source(spec)
+    params, end = context["params"], _window_end(context)
     con = hook.duckdb()
     try:
         if settings.is_local() or spec.data.source.type == "s3":
@@ -151,16 +154,12 @@ def _query_channels(spec: ModelSpec, prefix: str, key: str, context) -> dict:
         else:  # Athena runs the team's SQL (or the point-in-time query) and unloads Parquet for the split
             raw = hook.athena_unload(spec, f"{prefix}/raw/", key)
             query = f"SELECT * FROM {sources.files_sql(raw, 'parquet')}"
-        end = _window_end(context)
-        rows = sources.write_channels(con, spec, query, prefix, window_end=end, window_days=
-                                      context["params"].get("data_window_days") or spec.data.window_days,
-                                      max_rows=context["params"].get("rows") or spec.data.max_rows, where=where)
-    except Exception as err:
-        import duckdb
-
-        if isinstance(err, duckdb.Error):
-            raise sources.DataSourceError(f"{where}: {type(err).__name__}: {err}") from None
-        raise
+        # the form's values (their defaults are the spec's); empty means every row, the whole history
+        rows = sources.write_channels(con, spec, query, prefix, window_end=end,
+                                      window_days=params.get("data_window_days", spec.data.window_days),
+                                      max_rows=params.get("rows", spec.data.max_rows), where=where)
+    except duckdb.Error as err:
+        raise sources.DataSourceError(f"{where}: {type(err).__name__}: {err}") from None
     finally:
         con.close()
     log.info("%s: %s rows in the window ending %s -> %s", where, rows, end.isoformat(), prefix)
