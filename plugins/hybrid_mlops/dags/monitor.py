@@ -1,7 +1,8 @@
 """``monitor_<model>``: hourly drift and model-quality reports of the served model.
 
     wait_for_capture (deferrable CaptureWindowSensor; soft-fails after the grace period: an empty window
-    still gets its report) -> drift_report (DriftReportOperator) -> signal_drift (Asset event on
+    still gets its report) -> drift_report (DriftReportOperator: DuckDB in the worker on ``local``, Athena
+    in the configured database and workgroup on ``aws``) -> signal_drift (Asset event on
     ``drift_asset_uri(model)`` when the window has violations; skipped otherwise)
 
 Parse time: no I/O, no heavy imports (DuckDB, pyarrow, boto3 and scipy load inside the tasks).
@@ -33,6 +34,15 @@ WINDOW = "{{ " + WINDOW_START + ".strftime('%Y/%m/%d/%H') }}"
 def capture_wait_seconds() -> float:
     """How long after the hour the monitor waits for the first capture file (env override)."""
     return float(os.environ.get("HYBRID_MLOPS_CAPTURE_WAIT_SECONDS", 1800))
+
+
+def athena_settings() -> dict:
+    """On ``aws`` the capture is flattened by Athena: its database, workgroup and result location (each a
+    setting that fails naming its variable when missing); on ``local`` none (DuckDB in the worker)."""
+    if settings.is_local():
+        return {}
+    return {"athena_database": settings.athena_database(), "athena_workgroup": settings.athena_workgroup(),
+            "athena_output_location": settings.athena_output_location()}
 
 
 def build(specs) -> list[DAG]:
@@ -74,6 +84,7 @@ def build(specs) -> list[DAG]:
                 aws_conn_id=settings.aws_conn_id(),
                 region_name=settings.region(),
                 trigger_rule="none_failed",
+                **athena_settings(),
             )
 
             @task(task_id="signal_drift", outlets=[asset])

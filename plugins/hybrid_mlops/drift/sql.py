@@ -102,6 +102,9 @@ def duckdb_rows(numeric: list[str], categorical: list[str], present: set[str], *
 
 # --------------------------------------------------------------------------------------------- Athena
 
+#: A capture line Athena can flatten: JSON whose ``inputs`` is an object (the DuckDB path's ``ok``).
+_ATHENA_VALID = "(TRY(CAST(json_extract(line, '$.inputs') AS MAP(VARCHAR, JSON))) IS NOT NULL)"
+
 
 def athena_capture_table_ddl(database: str, table: str, location: str) -> str:
     """An external table of raw capture lines over ``capture/<model>/`` with hour partition projection."""
@@ -143,13 +146,21 @@ def athena_rows(database: str, table: str, hour: str, numeric: list[str], catego
     return (
         f"SELECT {', '.join(select)}\nFROM {_ident(database)}.{_ident(table)}\n"
         f"CROSS JOIN UNNEST({arrays}) AS t({cols})\n"
-        f"WHERE hour = {_literal(hour)} AND json_extract(line, '$.inputs') IS NOT NULL"
+        f"WHERE hour = {_literal(hour)} AND {_ATHENA_VALID}"
     )
 
 
-def athena_summary(database: str, table: str, hour: str) -> str:
+def athena_summary(database: str, table: str, hour: str, features: list[str] = ()) -> str:
+    """``files, lines, malformed`` of the hour, and ``present_<i>``: how many valid records carry
+    ``features[i]`` (what :func:`duckdb_keys` tells the DuckDB path). A line is malformed as in
+    :func:`duckdb_lines`: not JSON, or its ``inputs`` is not an object."""
+    present = "".join(
+        f", count_if({_ATHENA_VALID} AND json_extract(line, {_literal(f'$.inputs[{_key(n)}]')}) IS NOT NULL) "
+        f"AS present_{i}"
+        for i, n in enumerate(features)
+    )
     return (
         f"SELECT count(DISTINCT \"$path\") AS files, count(*) AS lines, "
-        f"count_if(TRY(json_parse(line)) IS NULL OR json_extract(line, '$.inputs') IS NULL) AS malformed\n"
+        f"count_if(NOT {_ATHENA_VALID}) AS malformed{present}\n"
         f"FROM {_ident(database)}.{_ident(table)} WHERE hour = {_literal(hour)} AND trim(line) <> ''"
     )

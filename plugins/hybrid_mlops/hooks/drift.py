@@ -20,6 +20,10 @@ from hybrid_mlops.drift import sql
 from hybrid_mlops.layout import split_s3_uri
 
 
+class AthenaQueryFailed(RuntimeError):
+    """An Athena query of the monitor did not succeed; the message quotes Athena's reason."""
+
+
 class DriftHook(S3Hook):
     """S3, DuckDB/Athena, Model Registry, CloudWatch and SNS calls of the drift monitor.
 
@@ -155,33 +159,77 @@ class DriftHook(S3Hook):
     # ------------------------------------------------------------------------------ Athena (aws)
     def athena_capture_window(self, *, database: str, table: str, capture_location: str, hour: str,
                               numeric: list[str], categorical: list[str], output_location: str,
-                              id_column: str | None = None, output: str = "probability") -> dict:
-        """The ``aws`` path of :meth:`read_capture_window`: Athena flattens, DuckDB reads the result."""
+                              workgroup: str = "primary", id_column: str | None = None,
+                              output: str = "probability", poll_seconds: int = 5, max_polls: int = 360) -> dict:
+        """The ``aws`` path of :meth:`read_capture_window`: Athena flattens, DuckDB reads the result file.
+
+        Three queries in ``workgroup``: the capture table (``CREATE EXTERNAL TABLE IF NOT EXISTS``, hour
+        partitions projected, no crawler), the hour's summary (files, lines, malformed lines, records per
+        feature) and the rows (skipped when the hour has no valid record). The rows are read from the
+        result file where Athena says it wrote it (``GetQueryExecution``'s
+        ``ResultConfiguration.OutputLocation``): a workgroup that enforces its own result location
+        overrides ``output_location``.
+
+        .. seealso:: https://docs.aws.amazon.com/athena/latest/ug/querying.html
+
+        :param output_location: ``ResultConfiguration.OutputLocation`` of the queries (``s3://.../``).
+        :param poll_seconds: seconds between two state checks of a query.
+        :param max_polls: state checks before a query counts as failed.
+        """
+        import numpy as np
         from airflow.providers.amazon.aws.hooks.athena import AthenaHook
 
         athena = AthenaHook(aws_conn_id=self.aws_conn_id, region_name=self.conn_region_name)
-        result_cfg = {"OutputLocation": output_location}
+        features = [*numeric, *categorical, *([id_column] if id_column else [])]
 
         def run(query: str) -> str:
-            qid = athena.run_query(query, {"Database": database}, result_cfg)
-            state = athena.poll_query_status(qid)
+            qid = athena.run_query(query, {"Database": database}, {"OutputLocation": output_location},
+                                   workgroup=workgroup)
+            state = athena.poll_query_status(qid, max_polling_attempts=max_polls, sleep_time=poll_seconds)
             if state != "SUCCEEDED":
-                raise RuntimeError(f"Athena query {qid} {state}: {athena.get_state_change_reason(qid)}")
+                raise AthenaQueryFailed(f"Athena query {qid} in workgroup {workgroup!r} ended {state}: "
+                                        f"{athena.get_state_change_reason(qid)}")
             return qid
 
         run(sql.athena_capture_table_ddl(database, table, capture_location))
-        qid = run(sql.athena_summary(database, table, hour))
+        qid = run(sql.athena_summary(database, table, hour, features))
         rows = athena.get_query_results(qid)["ResultSet"]["Rows"]
-        files, lines, malformed = (int(c.get("VarCharValue", 0)) for c in rows[1]["Data"])
+        if len(rows) < 2:
+            raise AthenaQueryFailed(f"Athena query {qid} (the hour's summary) returned no row")
+        header = [c.get("VarCharValue") for c in rows[0]["Data"]]
+        summary = {h: int(c.get("VarCharValue") or 0) for h, c in zip(header, rows[1]["Data"])}
+        present = sorted(n for i, n in enumerate(features) if summary.get(f"present_{i}"))
+        out = {"files": summary["files"], "lines": summary["lines"], "malformed": summary["malformed"],
+               "malformed_sample": [], "present_features": present, "columns": {}, "invalid": {},
+               "outputs": np.empty(0), "ids": np.empty(0, object), "rows": 0}
+        if out["lines"] - out["malformed"] == 0:
+            return out
         qid = run(sql.athena_rows(database, table, hour, numeric, categorical, id_column=id_column, output=output))
+        location = athena.get_output_location(qid)
+        self.log.info("Athena query %s wrote %s", qid, location)
+        return {**out, **self._columns_from_table(self.read_athena_csv(location), numeric, categorical, id_column)}
+
+    def read_athena_csv(self, uri: str):
+        """An Athena result file of :func:`sql.athena_rows` (CSV, header row, NULL as an empty unquoted field)
+        as the Arrow table DuckDB's rows query gives: numeric features DOUBLE, ``<f>__invalid`` BOOLEAN, the
+        rest text (nothing inferred: an id of digits stays text)."""
+        source = (f"read_csv({sql._literal(uri)}, header = true, all_varchar = true, quote = '\"', "
+                  "escape = '\"')")
         con = self.duckdb()
         try:
-            arrow = con.execute(f"SELECT * FROM read_csv_auto('{output_location.rstrip('/')}/{qid}.csv')").fetch_arrow_table()
+            names = [d[0] for d in con.execute(f"SELECT * FROM {source} LIMIT 0").description]
+            select = []
+            for name in names:
+                col = '"' + name.replace('"', '""') + '"'
+                if name.endswith("__invalid"):
+                    select.append(f"coalesce(lower({col}) = 'true', false) AS {col}")
+                elif f"{name}__invalid" in names:
+                    select.append(f"TRY_CAST({col} AS DOUBLE) AS {col}")
+                else:
+                    select.append(col)
+            return con.execute(f"SELECT {', '.join(select)} FROM {source}").fetch_arrow_table()
         finally:
             con.close()
-        return {"files": files, "lines": lines, "malformed": malformed, "malformed_sample": [],
-                "present_features": sorted(n for n in arrow.column_names if not n.startswith("__")),
-                **self._columns_from_table(arrow, numeric, categorical, id_column)}
 
     # ------------------------------------------------------------------------------ registry, artifacts
     def latest_approved_package(self, group: str) -> dict | None:

@@ -51,21 +51,26 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
     :param model_data_url: ``model.tar.gz`` with the baseline files; overrides the package's (templated).
     :param sns_topic: SNS topic name or ARN notified on violations (templated); None disables.
     :param emit_metrics: put the per-feature figures to CloudWatch.
-    :param athena_database: on ``aws``, the Athena database of the capture table (None: DuckDB).
+    :param athena_database: on ``aws``, the Athena (Glue) database of the capture table (None: DuckDB in
+        the worker). The monitor DAG passes ``HYBRID_MLOPS_ATHENA_DATABASE`` on ``aws``.
+    :param athena_workgroup: the workgroup the capture queries run in (``HYBRID_MLOPS_ATHENA_WORKGROUP``).
+    :param athena_output_location: ``ResultConfiguration.OutputLocation`` of the queries
+        (``HYBRID_MLOPS_ATHENA_OUTPUT``); the rows are read where Athena reports it wrote them.
     :param quality_tolerance: how much worse than the baseline each model-quality metric may get.
     """
 
     aws_hook_class = DriftHook
     template_fields: Sequence[str] = aws_template_fields(
         "model", "bucket", "window_start", "drift_config", "schema", "model_package_group", "train_data_uri",
-        "model_data_url", "sns_topic", "athena_database")
+        "model_data_url", "sns_topic", "athena_database", "athena_workgroup", "athena_output_location")
     template_fields_renderers = {"drift_config": "json", "schema": "json"}
     operator_extra_links = (DriftReportLink(),)
 
     def __init__(self, *, model: str, bucket: str, window_start: str, drift_config: dict, schema: dict,
                  model_package_group: str | None = None, train_data_uri: str | None = None,
                  model_data_url: str | None = None, sns_topic: str | None = None, emit_metrics: bool = True,
-                 athena_database: str | None = None, quality_tolerance: float = 0.05, **kwargs):
+                 athena_database: str | None = None, athena_workgroup: str = "primary",
+                 athena_output_location: str | None = None, quality_tolerance: float = 0.05, **kwargs):
         super().__init__(**kwargs)
         self.model = model
         self.bucket = bucket
@@ -78,6 +83,8 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
         self.sns_topic = sns_topic
         self.emit_metrics = emit_metrics
         self.athena_database = athena_database
+        self.athena_workgroup = athena_workgroup
+        self.athena_output_location = athena_output_location
         self.quality_tolerance = quality_tolerance
 
     # ------------------------------------------------------------------------------------------
@@ -116,8 +123,8 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
                 database=self.athena_database, table=f"capture_{self.model.replace('-', '_')}",
                 capture_location=f"s3://{self.bucket}/{layout.capture_prefix(self.model)}",
                 hour=hour.strftime("%Y/%m/%d/%H"), numeric=numeric, categorical=categorical,
-                output_location=f"s3://{self.bucket}/athena-results/{self.model}/", id_column=id_column,
-                output=output)
+                output_location=self.athena_output_location or f"s3://{self.bucket}/athena-results/",
+                workgroup=self.athena_workgroup, id_column=id_column, output=output)
         else:
             window = self.hook.read_capture_window(self.bucket, capture, numeric, categorical, id_column=id_column,
                                                    output=output)
