@@ -330,6 +330,92 @@ class KServeHook(KubernetesHook):
             raise RuntimeError(f"POST {url} failed: {err}") from None
 
 
+    # -- data plane through the API server (a private cluster, a worker outside it) ----------------
+
+    #: ``serving.kserve.io/deploymentMode`` values without Knative (one predictor Service, no canary).
+    RAW_MODES = frozenset({"RawDeployment", "Standard"})
+    #: The port of the predictor Services: KServe's raw Service (80 -> the container's first port)
+    #: and Knative's revision ``-private`` Service (80 -> queue-proxy) both listen on 80.
+    PROXY_PORT = 80
+
+    @classmethod
+    def predictor_services(cls, isvc: dict) -> list[str]:
+        """The Services that reach the predictor revision to smoke-test, best first.
+
+        Serverless (Knative): the latest revision's ``<revision>-private`` Service (the traffic entry
+        marked ``latestRevision``, else ``latestReadyRevision``): it selects that revision's pods
+        directly. The public ``<revision>`` Service may point at Knative's activator, which needs the
+        ingress's revision headers, and ``<isvc>-predictor`` is an ExternalName to the gateway, which
+        the API server's proxy cannot reach. During a canary the latest revision is the canary.
+        RawDeployment: ``<isvc>-predictor`` (``<isvc>-predictor-default`` on clusters that kept the
+        older name); raw mode has no canary, so it is always the version just applied.
+        """
+        meta, status = isvc.get("metadata") or {}, isvc.get("status") or {}
+        name = meta["name"]
+        mode = status.get("deploymentMode") or (meta.get("annotations") or {}).get("serving.kserve.io/deploymentMode")
+        if mode in cls.RAW_MODES:
+            return [f"{name}-predictor", f"{name}-predictor-default"]
+        predictor = (status.get("components") or {}).get("predictor") or {}
+        latest = next((t.get("revisionName") for t in predictor.get("traffic") or []
+                       if t.get("latestRevision") and t.get("revisionName")), None)
+        revision = latest or predictor.get("latestReadyRevision")
+        return [f"{revision}-private"] if revision else []
+
+    def proxy_infer_v2(self, namespace: str, service: str, model: str, body: dict, port: int | str = PROXY_PORT,
+                       timeout: float = 30.0) -> dict:
+        """POST ``/v2/models/<model>/infer`` to ``service`` through the API server's service proxy
+        (``/api/v1/namespaces/<ns>/services/<service>:<port>/proxy/...``), authenticated as every other
+        call of this hook; returns the JSON answer or raises ``RuntimeError`` quoting the status and
+        body (the model server's, or the API server's: 404 no such Service, 503 no endpoints).
+
+        Needs ``create`` on ``services/proxy`` in the namespace.
+
+        .. seealso:: https://kubernetes.io/docs/tasks/access-application-cluster/access-cluster-services/#manually-constructing-apiserver-proxy-urls
+        """
+        from urllib.parse import quote
+
+        from kubernetes.client.rest import ApiException
+
+        path = (f"/api/v1/namespaces/{quote(namespace, safe='')}/services/{quote(f'{service}:{port}', safe=':')}"
+                f"/proxy/v2/models/{quote(model, safe='')}/infer")
+        try:
+            answer = self.api_client.call_api(
+                path, "POST", header_params={"Content-Type": "application/json", "Accept": "application/json"},
+                body=body, auth_settings=["BearerToken"], response_types_map={200: "object"},
+                _return_http_data_only=True, _request_timeout=timeout,
+            )
+        except ApiException as err:
+            text = err.body.decode(errors="replace") if isinstance(err.body, bytes) else str(err.body or err.reason)
+            raise RuntimeError(f"POST {path} -> {err.status}: {text[:500]}") from None
+        except (OSError, ValueError) as err:  # urllib3 connection errors are OSErrors
+            raise RuntimeError(f"POST {path} failed: {err}") from None
+        if not isinstance(answer, dict):
+            raise RuntimeError(f"POST {path} answered {str(answer)[:200]!r}, not a JSON object")
+        return answer
+
+    def proxy_smoke_test(self, isvc: dict, sample: dict, *, style: str = "columns") -> tuple[str | None, str]:
+        """The smoke test of ``isvc``'s latest predictor revision through the API server's service proxy:
+        ``(problem or None, where it was sent)``."""
+        from hybrid_mlops.serving import smoke
+
+        meta = isvc["metadata"]
+        namespace, model = meta["namespace"], meta["name"]
+        candidates = self.predictor_services(isvc)
+        if not candidates:
+            return "the InferenceService reports no predictor revision (status.components.predictor)", "-"
+        service = candidates[0]
+        for name in candidates[1:]:  # raw mode: the legacy name only where the current one is absent
+            if self.get_namespaced_object("Service", service, namespace) is None and \
+                    self.get_namespaced_object("Service", name, namespace) is not None:
+                service = name
+        where = f"service {namespace}/{service}:{self.PROXY_PORT} through the API server proxy"
+        try:
+            answer = self.proxy_infer_v2(namespace, service, model, smoke.v2_request(sample, style=style))
+        except RuntimeError as err:
+            return str(err), where
+        return smoke.response_problem(answer, sample), where
+
+
 def smoke_test(base_url: str, model: str, sample: dict, *, style: str = "columns") -> str | None:
     """POST a v2 smoke-test request for ``sample`` (:mod:`hybrid_mlops.serving.smoke`); the problem
     found, or ``None``."""

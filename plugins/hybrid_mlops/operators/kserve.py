@@ -293,7 +293,7 @@ class DeployInferenceServiceOperator(BaseOperator):
             )
         urls = event.get("urls") or {}
         target = urls.get("latest") or urls.get("url")
-        problem = self._smoke_test(target, new)
+        problem, target = self._smoke_test(target, new, live)
         if problem:
             self._fail(where, new, old, f"smoke test of version {new.version} at {target} failed: {problem}")
         self.log.info("Smoke test of version %s passed at %s", new.version, target)
@@ -306,16 +306,22 @@ class DeployInferenceServiceOperator(BaseOperator):
         InferenceServiceLink.persist(context, self, urls.get("url"))
         return self._result(live, new, "deployed")
 
-    def _smoke_test(self, url: str | None, new: m.ModelRef) -> str | None:
-        if not url:
-            return "the InferenceService reports no URL"
+    def _smoke_test(self, url: str | None, new: m.ModelRef, live: dict | None) -> tuple[str | None, str | None]:
+        """``(problem or None, where the request went)``: the latest revision (the canary while one is
+        set) through the API server's service proxy (``serving.smoke_via: api_proxy``, with the
+        deploy's own Kubernetes credentials), or at its URL from the worker (``url``)."""
         from hybrid_mlops.hooks.kserve import smoke_test
 
         sample = self.package.get("smoke_sample") if isinstance(self.package, dict) else None
         if not sample:
             return (f"no smoke-test rows for version {new.version}: the package has no smoke_sample "
-                    "(resolve it with deploy_<model>'s resolve_model_package)")
-        return smoke_test(url, self.name, sample, style=smoke.style_for(self.serving_spec.runtime))
+                    "(resolve it with deploy_<model>'s resolve_model_package)"), url
+        style = smoke.style_for(self.serving_spec.runtime)
+        if self.serving_spec.smoke_via == "api_proxy":
+            return self.hook.proxy_smoke_test(live, sample, style=style)
+        if not url:
+            return "the InferenceService reports no URL", url
+        return smoke_test(url, self.name, sample, style=style), url
 
     def _fail(self, where: str, new: m.ModelRef, old: m.ModelRef | None, reason: str):
         """Roll back to ``old``, then fail with ``reason`` (no retry: it would canary the bad version again).

@@ -8,7 +8,8 @@ Two predictor flavours, chosen by ``serving.runtime``:
 
 ``project`` (default)
     A custom container ``kserve-container`` running the project's predictor image
-    (``python -m predictor --model-name ... --model-uri /mnt/models``). For a custom container KServe
+    (``python -m predictor --model-name ... --model-uri /mnt/models``), its CUDA build when
+    ``serving.gpu > 0`` (:func:`predictor_image`). For a custom container KServe
     reads the model location from the container's ``STORAGE_URI`` environment variable: its storage
     initializer downloads (and unpacks) ``model.tar.gz`` into ``/mnt/models`` before the server starts.
 ``triton``
@@ -208,7 +209,7 @@ def render_inference_service(
         predictor["containers"] = [
             {
                 "name": CONTAINER_NAME,
-                "image": serving.image,
+                "image": predictor_image(serving),
                 "command": ["python", "-m", "predictor"],
                 "args": [
                     "--model-name", name,
@@ -241,6 +242,32 @@ def render_inference_service(
         },
         "spec": {"predictor": predictor},
     }
+
+
+GPU_TAG_SUFFIX = "-gpu"
+
+
+def gpu_image_of(image: str) -> str:
+    """The CUDA build's reference of a predictor image: its tag with ``-gpu`` appended
+    (``ghcr.io/x/predictor:1.4`` -> ``ghcr.io/x/predictor:1.4-gpu``, no tag -> ``:latest-gpu``), as
+    include/serving/Dockerfile tags the ``--build-arg ONNXRUNTIME=gpu`` build. A digest names one
+    build, so it has no such sibling: set ``serving.gpu_image`` then."""
+    if "@" in image:
+        raise ManifestError(
+            f"serving.image={image!r} is pinned by digest, which names the CPU build only; "
+            "set serving.gpu_image to the CUDA build (e.g. its own digest) for serving.gpu > 0"
+        )
+    repository, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+    return f"{repository}:{tag.removesuffix(GPU_TAG_SUFFIX)}{GPU_TAG_SUFFIX}"
+
+
+def predictor_image(serving: Any) -> str:
+    """The predictor image a ``serving`` spec runs: the CUDA build (``serving.gpu_image``, else
+    :func:`gpu_image_of` ``serving.image``) when it reserves GPUs, the CPU build otherwise; the CPU
+    onnxruntime would leave a reserved GPU idle."""
+    if not serving.gpu:
+        return serving.image
+    return getattr(serving, "gpu_image", None) or gpu_image_of(serving.image)
 
 
 def triton_repository_uri(storage_uri: str) -> str:

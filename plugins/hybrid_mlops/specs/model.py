@@ -306,6 +306,9 @@ class Toleration(_Spec):
 class ServingSpec(_Spec):
     runtime: Literal["project", "triton"] = "project"
     image: str = "ghcr.io/hybrid-mlops/predictor:latest"
+    #: The CUDA build of ``image`` (onnxruntime-gpu), served when ``gpu > 0``; unset: ``image`` with
+    #: ``-gpu`` appended to its tag (include/serving/Dockerfile builds both).
+    gpu_image: str | None = None
     regions: list[str] = Field(["us-west-2"], min_length=1)
     cluster_name: str = "mlops-{region}"
     namespace: str = Field("models", pattern=DNS_NAME)
@@ -324,6 +327,10 @@ class ServingSpec(_Spec):
     tolerations: list[Toleration] = Field(default_factory=list)
     logger_url: str | None = None
     ready_timeout_seconds: int = Field(900, ge=10)
+    #: How the deploy's smoke test reaches the new revision: ``api_proxy`` through the Kubernetes API
+    #: server's service proxy (works from a worker outside a private cluster), ``url`` at the
+    #: InferenceService's own URL (only when the worker can reach it).
+    smoke_via: Literal["api_proxy", "url"] = "api_proxy"
 
     @model_validator(mode="after")
     def _replicas(self) -> ServingSpec:
