@@ -37,12 +37,19 @@ def capture_wait_seconds() -> float:
 
 
 def athena_settings() -> dict:
-    """On ``aws`` the capture is flattened by Athena: its database, workgroup and result location (each a
-    setting that fails naming its variable when missing); on ``local`` none (DuckDB in the worker)."""
+    """On ``aws`` the capture is flattened by Athena: its database, workgroup and result location from the
+    settings; on ``local`` none (DuckDB in the worker). A setting missing here is left out so the DAG file
+    still parses: the drift_report task then fails naming the variable."""
     if settings.is_local():
         return {}
-    return {"athena_database": settings.athena_database(), "athena_workgroup": settings.athena_workgroup(),
-            "athena_output_location": settings.athena_output_location()}
+    out = {}
+    for name, read in (("athena_database", settings.athena_database), ("athena_workgroup", settings.athena_workgroup),
+                       ("athena_output_location", settings.athena_output_location)):
+        try:
+            out[name] = read()
+        except settings.SettingMissing:
+            continue
+    return out
 
 
 def build(specs) -> list[DAG]:

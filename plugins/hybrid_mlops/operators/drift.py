@@ -30,8 +30,7 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
 
     Steps: resolve the baseline (the newest Approved package of the group: its ``train_data_uri``
     and the ``statistics.json`` / ``constraints.json`` / ``evaluation.json`` in its ``model.tar.gz``),
-    flatten the window's capture files (DuckDB over S3 on ``local``, Athena on ``aws`` when
-    ``athena_database`` is set), compute the drift figures and verdicts, write
+    flatten the window's capture files (DuckDB over S3 on ``local``, Athena on ``aws``), compute the drift figures and verdicts, write
     ``statistics.json``, ``constraint_violations.json``, ``drift_metrics.json`` and ``report.json``
     under ``monitoring/<model>/<yyyy>/<mm>/<dd>/<hh>/`` (model quality under ``model-quality/`` when
     labels have arrived), put the per-feature figures to CloudWatch and publish to SNS on violations.
@@ -51,8 +50,8 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
     :param model_data_url: ``model.tar.gz`` with the baseline files; overrides the package's (templated).
     :param sns_topic: SNS topic name or ARN notified on violations (templated); None disables.
     :param emit_metrics: put the per-feature figures to CloudWatch.
-    :param athena_database: on ``aws``, the Athena (Glue) database of the capture table (None: DuckDB in
-        the worker). The monitor DAG passes ``HYBRID_MLOPS_ATHENA_DATABASE`` on ``aws``.
+    :param athena_database: on ``aws``, the Athena (Glue) database of the capture table (default: the
+        ``HYBRID_MLOPS_ATHENA_DATABASE`` setting); on ``local`` DuckDB reads the capture in the worker.
     :param athena_workgroup: the workgroup the capture queries run in (``HYBRID_MLOPS_ATHENA_WORKGROUP``).
     :param athena_output_location: ``ResultConfiguration.OutputLocation`` of the queries
         (``HYBRID_MLOPS_ATHENA_OUTPUT``); the rows are read where Athena reports it wrote them.
@@ -69,7 +68,7 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
     def __init__(self, *, model: str, bucket: str, window_start: str, drift_config: dict, schema: dict,
                  model_package_group: str | None = None, train_data_uri: str | None = None,
                  model_data_url: str | None = None, sns_topic: str | None = None, emit_metrics: bool = True,
-                 athena_database: str | None = None, athena_workgroup: str = "primary",
+                 athena_database: str | None = None, athena_workgroup: str | None = None,
                  athena_output_location: str | None = None, quality_tolerance: float = 0.05, **kwargs):
         super().__init__(**kwargs)
         self.model = model
@@ -99,6 +98,22 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
         artifacts = self.hook.read_model_artifacts(model_url, BASELINE_FILES) if model_url else {}
         return {"package": package, "train_data_uri": train_uri, "model_data_url": model_url, **artifacts}
 
+    def athena_config(self) -> dict | None:
+        """``{database, workgroup, output_location}`` on ``aws`` (what was passed, else the settings; a
+        missing one fails naming its variable), None on ``local`` (DuckDB reads the capture)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from hybrid_mlops import settings
+
+        if settings.is_local():
+            return None
+        try:
+            return {"database": self.athena_database or settings.athena_database(),
+                    "workgroup": self.athena_workgroup or settings.athena_workgroup(),
+                    "output_location": self.athena_output_location or settings.athena_output_location()}
+        except settings.SettingMissing as err:
+            raise AirflowFailException(str(err)) from None
+
     def execute(self, context) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -118,13 +133,14 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
         numeric, categorical = list(self.schema["numeric"]), list(self.schema["categorical"])
         id_column, output = self.schema.get("id"), OUTPUTS[self.schema["task"]]
         capture = layout.capture_prefix(self.model, hour)
-        if self.athena_database and not settings.is_local():
+        athena = self.athena_config()
+        if athena:
             window = self.hook.athena_capture_window(
-                database=self.athena_database, table=f"capture_{self.model.replace('-', '_')}",
+                database=athena["database"], table=f"capture_{self.model.replace('-', '_')}",
                 capture_location=f"s3://{self.bucket}/{layout.capture_prefix(self.model)}",
                 hour=hour.strftime("%Y/%m/%d/%H"), numeric=numeric, categorical=categorical,
-                output_location=self.athena_output_location or f"s3://{self.bucket}/athena-results/",
-                workgroup=self.athena_workgroup, id_column=id_column, output=output)
+                output_location=athena["output_location"], workgroup=athena["workgroup"], id_column=id_column,
+                output=output)
         else:
             window = self.hook.read_capture_window(self.bucket, capture, numeric, categorical, id_column=id_column,
                                                    output=output)
