@@ -426,7 +426,9 @@ class ModelSpec(_Spec):
         """SageMaker ``MetricDefinitions``: the spec's, or one per task metric for the project's trainer."""
         if self.training.metric_definitions:
             return [{"Name": m.name, "Regex": m.regex} for m in self.training.metric_definitions]
-        return [{"Name": f"validation:{m}", "Regex": f"validation_{m}=([-+0-9.eE]+|nan)"} for m in TASK_METRICS[self.task]]
+        losses = [{"Name": f"{part}:loss", "Regex": f"{part}_loss=([-+0-9.eE]+)"} for part in ("train", "validation")]
+        return losses + [{"Name": f"validation:{m}", "Regex": f"validation_{m}=([-+0-9.eE]+|nan)"}
+                         for m in TASK_METRICS[self.task]]
 
     def cost_tags(self) -> dict[str, str]:
         """Cost-allocation tags the project puts on everything it creates for this model."""
