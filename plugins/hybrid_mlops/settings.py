@@ -60,6 +60,7 @@ LOCAL_DEFAULTS = {
     "HYBRID_MLOPS_SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/hybrid-mlops-sagemaker-execution",
     "HYBRID_MLOPS_ATHENA_WORKGROUP": "primary",
     "HYBRID_MLOPS_ATHENA_DATABASE": "hybrid_mlops",
+    "HYBRID_MLOPS_CUR_TABLE": "cur2",
 }
 
 #: What each ``aws`` setting is, for the error that names a missing one.
@@ -68,6 +69,8 @@ AWS_SETTINGS = {
     "HYBRID_MLOPS_SAGEMAKER_ROLE_ARN": "the SageMaker execution role ARN the training jobs run as",
     "HYBRID_MLOPS_ATHENA_WORKGROUP": "the Athena workgroup the monitor's queries run in",
     "HYBRID_MLOPS_ATHENA_DATABASE": "the Glue database holding the capture and cost tables",
+    "HYBRID_MLOPS_CUR_TABLE": ("the Athena table of the CUR 2.0 data export with split cost allocation data "
+                               "(per-model EKS serving cost)"),
 }
 
 
@@ -103,6 +106,16 @@ def athena_database() -> str:
 def athena_output_location() -> str:
     """Where Athena writes query results: ``HYBRID_MLOPS_ATHENA_OUTPUT`` or ``s3://<bucket>/athena-results/``."""
     return os.environ.get("HYBRID_MLOPS_ATHENA_OUTPUT", "").strip() or f"s3://{bucket()}/athena-results/"
+
+
+def cur_table() -> str:
+    """The Athena table of the CUR 2.0 export with split cost allocation data for EKS (``aws``)."""
+    return _setting("HYBRID_MLOPS_CUR_TABLE")
+
+
+def cur_database() -> str:
+    """The Glue database of :func:`cur_table`: ``HYBRID_MLOPS_CUR_DATABASE``, else :func:`athena_database`."""
+    return os.environ.get("HYBRID_MLOPS_CUR_DATABASE", "").strip() or athena_database()
 
 
 def aws_settings() -> dict[str, str]:

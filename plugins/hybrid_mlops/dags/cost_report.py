@@ -21,6 +21,7 @@ from hybrid_mlops.cost.explorer import DEFAULT_MAX_PAGES
 from hybrid_mlops.operators.cost import (
     CapturePredictionsOperator,
     CostExplorerOperator,
+    EksSplitCostOperator,
     CostReportOperator,
     CostSignalsOperator,
     TrainingJobCostOperator,
@@ -85,9 +86,15 @@ def build(specs: list[ModelSpec]) -> list[DAG]:
                                   max_pages_per_query="{{ params.max_pages_per_query }}", **conn)
         jobs = TrainingJobCostOperator(task_id="training_jobs", day=DAY, models=names, **conn)
         preds = CapturePredictionsOperator(task_id="predictions", day=DAY, models=names, bucket=bucket, **conn)
+        # On aws each model's EKS serving cost comes from split cost allocation data (pods' cost in the CUR,
+        # their InferenceService's ``model`` label as a cost allocation tag); local has no CUR: the seeded
+        # Cost Explorer carries model-tagged rows instead.
+        eks_split = (None if settings.is_local() else
+                     EksSplitCostOperator(task_id="eks_split_cost", day=DAY, models=models,
+                                          history_days=history_days, **conn).output)
         report = CostReportOperator(task_id="report", day=DAY, models=models, bucket=bucket,
                                     cost_explorer=ce.output, training_jobs=jobs.output, predictions=preds.output,
-                                    **conn)
+                                    eks_split=eks_split, **conn)
         signals = CostSignalsOperator(task_id="signals", day=DAY, bucket=bucket, notify="{{ params.notify }}",
                                       **conn)
         report >> signals

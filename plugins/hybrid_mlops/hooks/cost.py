@@ -284,3 +284,45 @@ class CostAlertHook(SnsHook):
     def ensure_topic(self, name: str, tags: dict[str, str] | None = None) -> str:
         tag_list = [{"Key": k, "Value": v} for k, v in sorted((tags or {}).items())]
         return self.conn.create_topic(Name=name, Tags=tag_list)["TopicArn"]
+
+
+class SplitCostQueryFailed(AirflowException):
+    """The split cost allocation query did not succeed on Athena; the message quotes Athena's reason."""
+
+
+class SplitCostHook(AwsBaseHook):
+    """Athena over the CUR 2.0 table with split cost allocation data (pod-level EKS cost).
+
+    .. seealso::
+        :external+boto3:py:meth:`Athena.Client.start_query_execution`,
+        :external+boto3:py:meth:`Athena.Client.get_query_results`
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["client_type"] = "athena"
+        super().__init__(*args, **kwargs)
+
+    def query_rows(self, query: str, *, database: str, workgroup: str, output_location: str,
+                   poll_seconds: float = 5.0, max_polls: int = 360) -> tuple[str, list[list[str | None]]]:
+        """Run ``query`` and return its execution id and every row of its result (the header row first).
+
+        :param output_location: ``ResultConfiguration.OutputLocation`` (a workgroup that enforces its
+            own location overrides it).
+        """
+        import time as clock
+
+        qid = self.conn.start_query_execution(QueryString=query, QueryExecutionContext={"Database": database},
+                                              ResultConfiguration={"OutputLocation": output_location},
+                                              WorkGroup=workgroup)["QueryExecutionId"]
+        for _ in range(max_polls):
+            status = self.conn.get_query_execution(QueryExecutionId=qid)["QueryExecution"]["Status"]
+            if status["State"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                break
+            clock.sleep(poll_seconds)
+        if status["State"] != "SUCCEEDED":
+            raise SplitCostQueryFailed(f"Athena query {qid} in workgroup {workgroup!r} ended {status['State']}: "
+                                       f"{status.get('StateChangeReason', 'no reason given')}")
+        rows = []
+        for page in self.conn.get_paginator("get_query_results").paginate(QueryExecutionId=qid):
+            rows += [[c.get("VarCharValue") for c in r["Data"]] for r in page["ResultSet"]["Rows"]]
+        return qid, rows

@@ -24,8 +24,9 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from hybrid_mlops import layout, settings
-from hybrid_mlops.cost import explorer, pricing, report
-from hybrid_mlops.hooks.cost import CostAlertHook, CostExplorerHook, CostMetricsHook, CostS3Hook, TrainingCostHook
+from hybrid_mlops.cost import explorer, pricing, report, split
+from hybrid_mlops.hooks.cost import (CostAlertHook, CostExplorerHook, CostMetricsHook, CostS3Hook, SplitCostHook,
+                                     TrainingCostHook)
 from hybrid_mlops.links.reports import CostReportLink
 
 METRIC_NAMESPACE = "HybridMLOps/Cost"
@@ -115,6 +116,64 @@ class CostExplorerOperator(AwsBaseOperator[CostExplorerHook]):
             "max_requests": max_requests,
             "queries": queries,
         }
+
+
+class EksSplitCostOperator(AwsBaseOperator[SplitCostHook]):
+    """Each model's EKS pod cost per day from AWS split cost allocation data (CUR 2.0), queried with Athena.
+
+    Per-model NodePools were the other way; see :mod:`hybrid_mlops.cost.split` for why pods' split cost
+    was chosen. The result is attributed in the report task (:func:`split.attribute`).
+
+    .. seealso::
+        https://docs.aws.amazon.com/cur/latest/userguide/split-cost-allocation-data.html
+
+    :param day: the reported day, ``YYYY-MM-DD`` (templated).
+    :param models: per-model settings from the specs (templated).
+    :param history_days: days fetched with the day (the same window as the Cost Explorer task).
+    :param database: the Glue database of the CUR 2.0 table (templated; default ``settings.cur_database()``).
+    :param table: the CUR 2.0 table with split cost allocation data (templated; default ``settings.cur_table()``).
+    :param workgroup: the Athena workgroup (templated; default ``settings.athena_workgroup()``).
+    :param output_location: ``ResultConfiguration.OutputLocation`` (templated; default
+        ``settings.athena_output_location()``). Settings are read at run time: a missing one fails the task
+        naming its variable, never the DAG file's import.
+    """
+
+    aws_hook_class = SplitCostHook
+    template_fields: Sequence[str] = aws_template_fields("day", "models", "database", "table", "workgroup",
+                                                         "output_location")
+    template_fields_renderers = {"models": "json"}
+
+    def __init__(self, *, day: str, models: list[dict[str, Any]], database: str | None = None,
+                 table: str | None = None, workgroup: str | None = None, output_location: str | None = None,
+                 history_days: int = 30, poll_seconds: float = 5.0, **kwargs):
+        super().__init__(**kwargs)
+        self.day = day
+        self.models = models
+        self.database = database
+        self.table = table
+        self.workgroup = workgroup
+        self.output_location = output_location
+        self.history_days = history_days
+        self.poll_seconds = poll_seconds
+
+    def execute(self, context) -> dict[str, Any]:
+        day = parse_day(self.day)
+        models = _check_models(self.models)
+        start, end = split.window(day, self.history_days)
+        clusters = sorted({c for m in models for c in m["clusters"]})
+        try:
+            database, table = self.database or settings.cur_database(), self.table or settings.cur_table()
+            workgroup = self.workgroup or settings.athena_workgroup()
+            output_location = self.output_location or settings.athena_output_location()
+        except settings.SettingMissing as err:
+            raise AirflowFailException(str(err)) from None
+        query = split.split_cost_query(database, table, start, end, clusters)
+        qid, rows = self.hook.query_rows(query, database=database, workgroup=workgroup,
+                                         output_location=output_location, poll_seconds=self.poll_seconds)
+        parsed = split.parse_result(rows, [m["name"] for m in models])
+        self.log.info("Split cost allocation data (Athena %s): %s row(s) for %s..%s", qid, len(parsed), start, end)
+        return {"window": {"start": start, "end": end}, "query_execution_id": qid, "table": f"{database}.{table}",
+                "rows": parsed}
 
 
 class TrainingJobCostOperator(AwsBaseOperator[TrainingCostHook]):
@@ -207,19 +266,21 @@ class CostReportOperator(AwsBaseOperator[CostS3Hook]):
     :param cost_explorer: the Cost Explorer task's result (templated: an XComArg).
     :param training_jobs: the training-job task's result (templated).
     :param predictions: the capture task's result (templated).
+    :param eks_split: the split cost allocation task's result (templated; None: EKS cost stays unallocated).
     :param local_dir: also write the files to ``<local_dir>/<day>/`` (templated); default: the local
         target's state directory, none on ``aws``.
     """
 
     aws_hook_class = CostS3Hook
     template_fields: Sequence[str] = aws_template_fields(
-        "day", "models", "bucket", "cost_explorer", "training_jobs", "predictions", "local_dir"
+        "day", "models", "bucket", "cost_explorer", "training_jobs", "predictions", "local_dir", "eks_split"
     )
     template_fields_renderers = {"models": "json"}
     operator_extra_links = (CostReportLink(),)
 
     def __init__(self, *, day: str, models: list[dict[str, Any]], bucket: str, cost_explorer: Any,
-                 training_jobs: Any, predictions: Any, local_dir: str | None = None, **kwargs):
+                 training_jobs: Any, predictions: Any, local_dir: str | None = None, eks_split: Any = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.day = day
         self.models = models
@@ -228,6 +289,7 @@ class CostReportOperator(AwsBaseOperator[CostS3Hook]):
         self.training_jobs = training_jobs
         self.predictions = predictions
         self.local_dir = local_dir
+        self.eks_split = eks_split
 
     def execute(self, context) -> dict[str, Any]:
         day = parse_day(self.day)
@@ -237,16 +299,26 @@ class CostReportOperator(AwsBaseOperator[CostS3Hook]):
         for offset in range(restate + 1):
             d = (day - timedelta(days=offset)).isoformat()
             previous[d] = self.hook.read_json(self.bucket, layout.cost_report_prefix(d) + "cost.json")
+        ce, split_warnings = self.cost_explorer, []
+        if self.eks_split:
+            ce, split_warnings = split.attribute(self.cost_explorer, self.eks_split["rows"])
         doc = report.build_document(
             day=day.isoformat(),
             models=models,
-            ce=self.cost_explorer,
+            ce=ce,
             jobs=self.training_jobs or [],
             predictions={m: p["versions"] for m, p in (self.predictions or {}).items()},
             previous=previous,
             generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             target=settings.target(),
         )
+        doc["warnings"] += split_warnings
+        if self.eks_split:
+            doc["eks_split"] = {k: self.eks_split[k] for k in ("table", "query_execution_id", "window")}
+            doc["eks_split"]["attributed_usd"] = {
+                m["model"]: sum(r["unblended"] for r in ce["rows"]
+                                if r["source"] == split.SOURCE and r["model"] == m["model"] and r["day"] == doc["day"])
+                for m in doc["models"]}
         for model, p in sorted((self.predictions or {}).items()):
             if p.get("invalid_lines"):
                 doc["warnings"].append(f"{model}: {p['invalid_lines']} capture line(s) were not request records "
