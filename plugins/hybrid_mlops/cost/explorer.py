@@ -8,7 +8,9 @@ window, each with ``UnblendedCost`` and ``AmortizedCost``:
                storage by usage type.
 ``eks``        SERVICE = EC2 compute and EC2 - Other (EBS) with the cluster tag
                ``kubernetes.io/cluster/<cluster>=owned`` of every serving cluster; grouped by TAG model
-               and REGION. Nodes without a ``model`` tag are reported as unallocated serving cost.
+               and REGION. Nodes without a ``model`` tag are reported as unallocated serving cost; on
+               ``aws`` the pods' split cost allocation data attributes it per model
+               (:mod:`hybrid_mlops.cost.split`).
 ``s3``         SERVICE = S3 with the scope tags (the artifacts and capture bucket); grouped by TAG model
                and USAGE_TYPE. Untagged buckets' cost is reported as unallocated storage.
 
