@@ -187,8 +187,9 @@ def render_inference_service(
     }
     if canary_traffic_percent is not None:
         predictor["canaryTrafficPercent"] = int(canary_traffic_percent)
-    if serving.node_selector:
-        predictor["nodeSelector"] = dict(serving.node_selector)
+    selector = node_selector(serving)  # serving.node_selector + the labels serving.gpu_sharing needs
+    if selector:
+        predictor["nodeSelector"] = selector
     if serving.tolerations:
         predictor["tolerations"] = [t.model_dump(exclude_none=True) for t in serving.tolerations]
     if serving.logger_url:
@@ -275,13 +276,134 @@ def triton_repository_uri(storage_uri: str) -> str:
     return f"{storage_uri.rsplit('/', 1)[0]}/triton/"
 
 
+# -- GPU sharing (serving.gpu_sharing) --------------------------------------------------------------
+#
+# Resource names and node labels as NVIDIA's device plugin and GPU Feature Discovery (GFD) publish
+# them (github.com/NVIDIA/k8s-device-plugin; the GPU operator deploys both):
+#   - MIG "mixed" strategy: one resource per MIG profile, ``nvidia.com/mig-<profile>`` with ``+``
+#     replaced by ``.`` (internal/rm/rm.go AddDefaultResourcesToConfig: "mig-"+profile, ReplaceAll
+#     "+" -> "."), e.g. ``nvidia.com/mig-1g.10gb``, ``nvidia.com/mig-1g.10gb.me``; GFD labels each
+#     type ``nvidia.com/mig-<profile>.product = <GPU>-MIG-<profile>`` (internal/lm/resource.go).
+#   - MIG "single" strategy: every MIG device is advertised as ``nvidia.com/gpu``; GFD sets
+#     ``nvidia.com/mig.strategy=single`` and ``nvidia.com/gpu.product=<GPU>-MIG-<profile>``
+#     (docs/gfd_labels.md); the GPU operator's MIG Manager partitions the node named by the label
+#     ``nvidia.com/mig.config`` (``all-<profile>`` in its default config,
+#     assets/state-mig-manager/0400_configmap.yaml of github.com/NVIDIA/gpu-operator).
+#   - time-slicing and MPS: the device plugin's sharing config (``sharing.timeSlicing`` /
+#     ``sharing.mps``, api/config/v1/sharing.go) advertises ``replicas`` shares of each GPU as
+#     ``nvidia.com/gpu``, or as ``nvidia.com/gpu.shared`` with ``renameByDefault: true``
+#     (api/config/v1/consts.go DefaultSharedResourceNameSuffix = ".shared"); GFD labels the node
+#     ``nvidia.com/gpu.sharing-strategy = mps | time-slicing | none``, ``nvidia.com/gpu.replicas``
+#     and, without renameByDefault, ``nvidia.com/gpu.product = <GPU>-SHARED``.
+#     https://docs.nvidia.com/datacenter/cloud-native/gpu-operator/latest/gpu-sharing.html and
+#     gpu-sharing-mps.html: MPS shares are requested one at a time (``nvidia.com/gpu: 1``), at most
+#     48 replicas per GPU (Volta and newer), and MPS does not run on MIG devices.
+
+GPU_RESOURCE = "nvidia.com/gpu"
+SHARED_RESOURCE_SUFFIX = ".shared"  # renameByDefault: true
+SHARED_PRODUCT_SUFFIX = "-SHARED"  # renameByDefault: false (the default)
+LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
+LABEL_GPU_REPLICAS = "nvidia.com/gpu.replicas"
+LABEL_SHARING_STRATEGY = "nvidia.com/gpu.sharing-strategy"
+LABEL_MIG_STRATEGY = "nvidia.com/mig.strategy"
+LABEL_MIG_CONFIG = "nvidia.com/mig.config"
+#: ``serving.gpu_sharing.mode`` -> the value GFD gives ``nvidia.com/gpu.sharing-strategy``.
+SHARING_STRATEGY_LABEL = {"mps": "mps", "time_slicing": "time-slicing"}
+MPS_MAX_REPLICAS = 48
+
+#: MIG profiles per GPU, as NVIDIA's MIG User Guide lists them ("Supported MIG Profiles",
+#: https://docs.nvidia.com/datacenter/tesla/mig-user-guide/supported-mig-profiles.html) and the GPU
+#: operator's default MIG Manager config partitions them.
+MIG_PROFILES: dict[str, tuple[str, ...]] = {
+    "A30-24GB": ("1g.6gb", "1g.6gb+me", "2g.12gb", "2g.12gb+me", "4g.24gb"),
+    "A100-40GB": ("1g.5gb", "1g.5gb+me", "1g.10gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"),
+    "A100-80GB": ("1g.10gb", "1g.10gb+me", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"),
+    "H100-80GB": ("1g.10gb", "1g.10gb+me", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"),
+    "H100-94GB (NVL)": ("1g.12gb", "1g.12gb+me", "1g.24gb", "2g.24gb", "3g.47gb", "4g.47gb", "7g.94gb"),
+    "H100-96GB (GH200)": ("1g.12gb", "1g.12gb+me", "1g.24gb", "2g.24gb", "3g.48gb", "4g.48gb", "7g.96gb"),
+    "H200-141GB": ("1g.18gb", "1g.18gb+me", "1g.35gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb"),
+}
+MIG_PROFILE_NAMES = frozenset(p for profiles in MIG_PROFILES.values() for p in profiles)
+
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def mig_resource_name(profile: str) -> str:
+    """The MIG "mixed" strategy's resource of ``profile``: ``1g.10gb+me`` -> ``nvidia.com/mig-1g.10gb.me``."""
+    return "nvidia.com/mig-" + profile.replace("+", ".")
+
+
+def gpu_placement(serving: Any) -> tuple[str, dict[str, str]]:
+    """``(resource name, node labels)`` for the ``serving.gpu`` GPUs under ``serving.gpu_sharing``.
+
+    No sharing (or no GPU): ``nvidia.com/gpu`` and no labels. ``mig`` mixed: ``nvidia.com/mig-<profile>``
+    (the resource itself finds the nodes; ``gpu_product`` adds ``nvidia.com/mig-<profile>.product``).
+    ``mig`` single: ``nvidia.com/gpu`` on nodes labelled ``nvidia.com/mig.strategy=single`` and
+    ``nvidia.com/mig.config=<mig_config or all-<profile>>`` (``gpu_product`` adds
+    ``nvidia.com/gpu.product=<product>-MIG-<profile>``). ``mps`` / ``time_slicing``: ``nvidia.com/gpu``
+    (``nvidia.com/gpu.shared`` with ``rename_by_default``) on nodes labelled
+    ``nvidia.com/gpu.sharing-strategy=mps|time-slicing``, ``replicas`` adds ``nvidia.com/gpu.replicas``
+    and ``gpu_product`` adds ``nvidia.com/gpu.product`` (``-SHARED`` appended unless renamed).
+    """
+    sharing = getattr(serving, "gpu_sharing", None)
+    if sharing is None or not serving.gpu:
+        return GPU_RESOURCE, {}
+    product = sharing.gpu_product
+    labels: dict[str, str] = {}
+    if sharing.mode == "mig":
+        profile = sharing.profile
+        if sharing.mig_strategy == "mixed":
+            resource = mig_resource_name(profile)
+            if product:
+                labels[f"{resource}.product"] = f"{product}-MIG-{profile}"
+        else:
+            resource = GPU_RESOURCE
+            labels[LABEL_MIG_STRATEGY] = "single"
+            labels[LABEL_MIG_CONFIG] = sharing.mig_config or "all-" + profile.replace("+", ".")
+            if product:
+                labels[LABEL_GPU_PRODUCT] = f"{product}-MIG-{profile}"
+    else:
+        resource = GPU_RESOURCE + SHARED_RESOURCE_SUFFIX if sharing.rename_by_default else GPU_RESOURCE
+        labels[LABEL_SHARING_STRATEGY] = SHARING_STRATEGY_LABEL[sharing.mode]
+        if sharing.replicas:
+            labels[LABEL_GPU_REPLICAS] = str(sharing.replicas)
+        if product:
+            labels[LABEL_GPU_PRODUCT] = product if sharing.rename_by_default else product + SHARED_PRODUCT_SUFFIX
+    for key, value in labels.items():
+        if len(value) > 63 or not LABEL_VALUE.match(value):
+            raise ManifestError(
+                f"serving.gpu_sharing: node label {key}={value!r} is not a valid label value "
+                "(at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends); "
+                "check gpu_product / mig_config (a +me profile cannot be pinned by product)"
+            )
+    return resource, labels
+
+
+def node_selector(serving: Any) -> dict[str, str]:
+    """``serving.node_selector`` plus the labels :func:`gpu_placement` needs; a key set to another
+    value in both is refused, naming it (the pod could never be scheduled where both hold)."""
+    selector = dict(serving.node_selector or {})
+    _, labels = gpu_placement(serving)
+    for key, value in labels.items():
+        if key in selector and selector[key] != value:
+            raise ManifestError(
+                f"serving.node_selector[{key!r}]={selector[key]!r} contradicts serving.gpu_sharing, "
+                f"which needs {key}={value!r}; drop it from node_selector"
+            )
+        selector[key] = value
+    return selector
+
+
 def _resources(serving: Any) -> dict:
     requests = {"cpu": serving.cpu_request, "memory": serving.memory_request}
     limits = {"memory": serving.memory_limit}
     if serving.gpu:
         # Extended resources: request must equal limit.
-        requests["nvidia.com/gpu"] = str(serving.gpu)
-        limits["nvidia.com/gpu"] = str(serving.gpu)
+        resource, _ = gpu_placement(serving)
+        requests[resource] = str(serving.gpu)
+        limits[resource] = str(serving.gpu)
     return {"requests": requests, "limits": limits}
 
 
@@ -571,6 +693,50 @@ def webhook_errors(manifest: dict) -> list[str]:
     containers = predictor.get("containers") or []
     if containers and containers[0].get("name") != CONTAINER_NAME:
         errors.append(f"spec.predictor.containers[0].name must be {CONTAINER_NAME!r}")
+    errors.extend(_pod_rule_errors(predictor))
+    return errors
+
+
+def _qualified_name_error(name: str) -> str | None:
+    """Why ``name`` is not a Kubernetes qualified name (``[prefix/]name``: a DNS subdomain prefix of
+    at most 253 characters, a name of at most 63 of ``[A-Za-z0-9._-]`` alphanumeric at both ends)."""
+    prefix, _, local = name.rpartition("/")
+    if prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)):
+        return f"prefix {prefix!r} is not a DNS subdomain"
+    if len(local) > 63 or not LABEL_NAME.match(local):
+        return f"name {local!r} must be at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends"
+    return None
+
+
+def _pod_rule_errors(predictor: dict) -> list[str]:
+    """The API server's pod rules that the CRD schema leaves open: node selector labels must be valid
+    label keys and values, and an extended resource (``nvidia.com/...``) is a whole number whose
+    request equals its limit (extended resources are never overcommitted)."""
+    errors = []
+    for key, value in (predictor.get("nodeSelector") or {}).items():
+        why = _qualified_name_error(str(key))
+        if why:
+            errors.append(f"spec.predictor.nodeSelector key {key!r}: {why}")
+        if len(str(value)) > 63 or not LABEL_VALUE.match(str(value)):
+            errors.append(f"spec.predictor.nodeSelector[{key!r}]={value!r} is not a valid label value")
+    places = [(f"spec.predictor.containers[{i}]", c) for i, c in enumerate(predictor.get("containers") or [])]
+    places += [(f"spec.predictor.{k}", predictor[k]) for k in PREDICTOR_IMPLEMENTATIONS
+               if isinstance(predictor.get(k), dict)]
+    for where, container in places:
+        resources = container.get("resources") or {}
+        requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+        for name in sorted(set(requests) | set(limits)):
+            if "/" not in name or name.split("/", 1)[0].endswith("kubernetes.io"):
+                continue  # cpu, memory, ephemeral-storage, hugepages-*: native resources
+            why = _qualified_name_error(name)
+            if why:
+                errors.append(f"{where}.resources: extended resource {name!r}: {why}")
+            if name in requests and name in limits and str(requests[name]) != str(limits[name]):
+                errors.append(f"{where}.resources: {name} request {requests[name]!r} must equal its limit "
+                              f"{limits[name]!r}")
+            for value in (requests.get(name), limits.get(name)):
+                if value is not None and not re.fullmatch(r"[0-9]+", str(value)):
+                    errors.append(f"{where}.resources: {name}={value!r} must be a whole number")
     return errors
 
 

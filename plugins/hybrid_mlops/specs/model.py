@@ -303,6 +303,71 @@ class Toleration(_Spec):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
+GPU_SHARING_MODES = ("mig", "mps", "time_slicing")
+
+
+class GpuSharing(_Spec):
+    """``serving.gpu_sharing``: the predictor gets a share of a GPU instead of a whole one.
+
+    ``mig``: a MIG slice, ``profile`` one of the MIG User Guide's (``1g.10gb``...), through the device
+    plugin's ``mixed`` (``nvidia.com/mig-<profile>``, default) or ``single`` strategy (``nvidia.com/gpu``
+    on nodes partitioned by MIG Manager config ``mig_config``, default ``all-<profile>``).
+    ``mps`` / ``time_slicing``: one of the ``replicas`` shares the device plugin's sharing config makes
+    of each GPU (``nvidia.com/gpu``, or ``nvidia.com/gpu.shared`` when the cluster sets
+    ``renameByDefault: true``: ``rename_by_default``). ``gpu_product`` (GFD's ``nvidia.com/gpu.product``
+    of the whole GPU, e.g. ``NVIDIA-A100-SXM4-80GB``) pins the GPU model. Rendered by
+    :func:`hybrid_mlops.serving.manifest.gpu_placement`.
+    """
+
+    mode: Literal["mig", "mps", "time_slicing"]
+    profile: str | None = None
+    mig_strategy: Literal["mixed", "single"] = "mixed"
+    mig_config: str | None = Field(None, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+    replicas: int | None = Field(None, ge=2)
+    rename_by_default: bool = False
+    gpu_product: str | None = Field(None, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str | None) -> str | None:
+        from hybrid_mlops.serving.manifest import MIG_PROFILE_NAMES, MIG_PROFILES
+
+        if value is not None and value not in MIG_PROFILE_NAMES:
+            listed = "; ".join(f"{gpu}: {', '.join(p)}" for gpu, p in MIG_PROFILES.items())
+            raise ValueError(f"is not a MIG profile of the NVIDIA MIG User Guide ({listed})")
+        return value
+
+    @field_validator("gpu_product")
+    @classmethod
+    def _bare_product(cls, value: str | None) -> str | None:
+        if value is not None and (value.endswith("-SHARED") or "-MIG-" in value):
+            raise ValueError("give the whole GPU's product name (e.g. NVIDIA-A100-SXM4-80GB); "
+                             "the -MIG-<profile> / -SHARED suffixes are added for the mode")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_of_mode(self) -> GpuSharing:
+        given = self.model_fields_set
+        if self.mode == "mig":
+            if self.profile is None:
+                raise ValueError("profile: is required for mode 'mig' (a MIG profile, e.g. 1g.10gb)")
+            wrong = sorted(given & {"replicas", "rename_by_default"})
+            if wrong:
+                raise ValueError(f"{', '.join(wrong)}: only for mode 'mps' or 'time_slicing', not 'mig' "
+                                 "(a MIG slice is not replicated)")
+            if self.mig_config is not None and self.mig_strategy != "single":
+                raise ValueError("mig_config: applies to mig_strategy 'single' only (the node's "
+                                 "nvidia.com/mig.config label)")
+            return self
+        wrong = sorted(given & {"profile", "mig_strategy", "mig_config"})
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)}: only for mode 'mig', not {self.mode!r}"
+                             + (" (MPS does not run on MIG devices)" if self.mode == "mps" else ""))
+        if self.mode == "mps" and self.replicas is not None and self.replicas > 48:
+            raise ValueError(f"replicas={self.replicas}: MPS makes at most 48 replicas of a GPU")
+        return self
+
+
 class ServingSpec(_Spec):
     runtime: Literal["project", "triton"] = "project"
     image: str = "ghcr.io/hybrid-mlops/predictor:latest"
@@ -331,6 +396,16 @@ class ServingSpec(_Spec):
     #: server's service proxy (works from a worker outside a private cluster), ``url`` at the
     #: InferenceService's own URL (only when the worker can reach it).
     smoke_via: Literal["api_proxy", "url"] = "api_proxy"
+    #: A share of one GPU (MIG slice, MPS or time-slicing replica) instead of whole GPUs; ``None``
+    #: (or ``none``): whole GPUs. A mode alone may be written as a string: ``gpu_sharing: time_slicing``.
+    gpu_sharing: GpuSharing | None = None
+
+    @field_validator("gpu_sharing", mode="before")
+    @classmethod
+    def _sharing_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return None if value.lower() == "none" else {"mode": value}
+        return value
 
     @model_validator(mode="after")
     def _replicas(self) -> ServingSpec:
@@ -338,6 +413,29 @@ class ServingSpec(_Spec):
             raise ValueError(
                 f"min_replicas={self.min_replicas} must be <= max_replicas={self.max_replicas}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_share(self) -> ServingSpec:
+        sharing = self.gpu_sharing
+        if sharing is None:
+            return self
+        if self.gpu == 0:
+            raise ValueError(f"gpu_sharing (mode {sharing.mode!r}) needs gpu: 1, but gpu is 0 (CPU serving); "
+                             "set gpu: 1 or remove gpu_sharing")
+        if self.gpu > 1:
+            why = {"mig": "CUDA uses one MIG device per process, so a second slice would sit idle",
+                   "mps": "the device plugin hands out MPS shares one per container",
+                   "time_slicing": "more time-sliced replicas buy no more compute (and fail where the "
+                                   "cluster sets failRequestsGreaterThanOne)"}[sharing.mode]
+            raise ValueError(f"gpu={self.gpu} with gpu_sharing mode {sharing.mode!r}: request one share "
+                             f"(gpu: 1); {why}")
+        from hybrid_mlops.serving.manifest import ManifestError, node_selector
+
+        try:
+            node_selector(self)
+        except ManifestError as err:
+            raise ValueError(str(err).removeprefix("serving.")) from None
         return self
 
 
