@@ -334,21 +334,32 @@ def evaluate(spec: ModelSpec, training: dict, prepared: dict, context) -> dict:
 
 
 def apply_approval_rules(spec: ModelSpec, registered: dict, metrics: dict) -> str:
-    """Branch: record an automatic decision in the registry, or hand the version to a person."""
+    """Branch: record an automatic decision in the registry, or hand the version to a person.
+
+    An approval moves the version to ``approval.stage_on_approval`` (ModelLifeCycle, ``Approved``), a
+    rejection leaves it in ``dev`` (``Rejected``). A version handed to a person carries the stage an
+    approval will move it to (metadata ``stage_on_approval``, read by the human review).
+    """
     from airflow.sdk import get_current_context
 
     from hybrid_mlops.approval import decide
-    from hybrid_mlops.hooks.registry import ModelRegistryHook
+    from hybrid_mlops.hooks.registry import STAGE_DEV, STAGE_ON_APPROVAL_KEY, ModelRegistryHook, model_life_cycle
 
     decision = decide(metrics, spec.approval.rules)
     get_current_context()["ti"].xcom_push(key="reason", value=decision.reason)
     arn = registered["ModelPackageArn"]
     log.info("Version %s: %s", registered["ModelPackageVersion"], decision.reason)
+    hook = ModelRegistryHook(aws_conn_id=settings.aws_conn_id())
+    stage = spec.approval.stage_on_approval
     if decision.status is None:
+        hook.update_metadata(arn, {STAGE_ON_APPROVAL_KEY: stage})
         return "human_review"
-    ModelRegistryHook(aws_conn_id=settings.aws_conn_id()).update_package(
-        arn, status=decision.status, reason=decision.reason, properties={"decision": "rules"}
-    )
+    if decision.status == "Approved":
+        lifecycle = model_life_cycle(stage, "Approved", f"Approved by the rules: {decision.reason}")
+    else:
+        lifecycle = model_life_cycle(STAGE_DEV, "Rejected", f"Rejected by the rules: {decision.reason}")
+    hook.update_package(arn, status=decision.status, reason=decision.reason, properties={"decision": "rules"},
+                        lifecycle=lifecycle)
     return "approved" if decision.status == "Approved" else "rejected"
 
 

@@ -201,7 +201,11 @@ def _record_task(spec: ModelSpec):
     # is recorded too; skipped when the deploy was skipped (retrain: rejected, or deploy=False).
     @task(task_id="record_deployment", outlets=[asset], trigger_rule="all_done_min_one_success")
     def record_deployment(package: dict | None, results, regions_asked, **context) -> dict:
-        """Registry metadata (deployed_regions, deployed_at) and a ``deployed`` asset event.
+        """Registry metadata (deployed_regions, deployed_at), lifecycle stages and a ``deployed`` asset event.
+
+        The version moves to lifecycle stage ``prod`` (``Deployed``). Every other version of the group in
+        ``prod`` that this one now replaces in all the regions it served moves to ``archived``
+        (``Retired``); one still served somewhere else stays in ``prod``.
 
         Records only the regions whose deploy succeeded. When others failed (and rolled back), the
         succeeded ones are still recorded, then the task fails naming the failed regions: no asset
@@ -210,7 +214,14 @@ def _record_task(spec: ModelSpec):
         """
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from hybrid_mlops.hooks.registry import ModelRegistryHook, metadata_list, split_metadata_list
+        from hybrid_mlops.hooks.registry import (
+            STAGE_ARCHIVED,
+            STAGE_PROD,
+            ModelRegistryHook,
+            metadata_list,
+            model_life_cycle,
+            split_metadata_list,
+        )
 
         if not package:
             raise AirflowFailException("resolve_model_package returned no package: nothing to record")
@@ -228,11 +239,29 @@ def _record_task(spec: ModelSpec):
         if not failed and all(r["outcome"] == "unchanged" for r in results) and set(regions) <= known:
             raise AirflowSkipException(f"version {package['version']} already served in {regions}: nothing to record")
         deployed_at = datetime.now().astimezone().isoformat(timespec="seconds")
-        hook.update_metadata(arn, {
-            "deployed_regions": metadata_list(known | set(regions)),
+        serving_now = known | set(regions)
+        hook.update_package(arn, properties={
+            "deployed_regions": metadata_list(serving_now),
             "deployed_at": deployed_at,
             "deployed_target": settings.target(),
-        })
+        }, lifecycle=model_life_cycle(
+            STAGE_PROD, "Deployed",
+            f"Served in {' '.join(sorted(serving_now))} ({settings.target()}) since {deployed_at}",
+        ))
+        # The previously served prod version(s): archived once this version replaced them everywhere.
+        for old in hook.packages_in_stage(spec.registry.model_package_group, STAGE_PROD):
+            if old["ModelPackageArn"] == arn:
+                continue
+            old_regions = set(split_metadata_list((old.get("CustomerMetadataProperties") or {}).get("deployed_regions")))
+            still = sorted(old_regions - serving_now)
+            if still:
+                print(f"Version {old['ModelPackageVersion']} stays in prod: it still serves {still}")
+                continue
+            hook.set_stage(
+                old["ModelPackageArn"], STAGE_ARCHIVED, "Retired",
+                f"Replaced in prod by version {package['version']} in {' '.join(sorted(regions))} at {deployed_at}",
+            )
+            print(f"Version {old['ModelPackageVersion']} archived: replaced by version {package['version']}")
         if failed:  # a retry of this task cannot fix a region: fail without one
             raise AirflowFailException(
                 f"version {package['version']} is recorded as deployed to {regions}; the deploy failed in "

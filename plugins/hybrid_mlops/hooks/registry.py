@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import unicodedata
 from typing import Any
 
@@ -17,6 +19,38 @@ METADATA_KEY_MAX = 128
 METADATA_VALUE_MAX = 256
 #: Joins list values (regions, feature names): a space is within the pattern, a comma is not.
 LIST_SEPARATOR = " "
+
+# ModelLifeCycle (botocore's sagemaker model, CreateModelPackage / UpdateModelPackage / DescribeModelPackage
+# and ModelPackageSummary): Stage and StageStatus required, 1..63 characters of [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62};
+# StageDescription optional, 0..1024 characters of .{0,1024} (one line: '.' matches no line break).
+STAGE_DEV = "dev"  #: a new version, at registration (and a rejected one stays there)
+STAGE_STAGING = "staging"  #: approved, not served yet (approval.stage_on_approval: staging, the default)
+STAGE_PROD = "prod"  #: approved to prod, and any version the deploy records as served
+STAGE_ARCHIVED = "archived"  #: replaced in prod by another version in every region it served
+LIFECYCLE_STAGES = (STAGE_DEV, STAGE_STAGING, STAGE_PROD, STAGE_ARCHIVED)
+#: The stages an approval (the rules or a person) may move a version to.
+APPROVAL_STAGES = (STAGE_STAGING, STAGE_PROD)
+STAGE_DESCRIPTION_MAX = 1024
+_ENTITY_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+#: The metadata property where the approval gate leaves the stage a person's approval moves a version to.
+STAGE_ON_APPROVAL_KEY = "stage_on_approval"
+#: Where the local target keeps ModelLifeCycle (moto drops the field): s3://<bucket>/<prefix><region>/<account>/<group>/<version>.json
+LIFECYCLE_MIRROR_PREFIX = "local-registry-mirror/ModelLifeCycle/"
+
+
+def model_life_cycle(stage: str, status: str, description: str = "") -> dict[str, str]:
+    """A ``ModelLifeCycle`` block AWS accepts: ``Stage`` and ``StageStatus`` checked against the
+    model's pattern (an error names the field), the description made one line and cut to 1024 characters."""
+    block: dict[str, str] = {}
+    for field, value in (("Stage", stage), ("StageStatus", status)):
+        if not isinstance(value, str) or not _ENTITY_NAME.fullmatch(value):
+            raise ValueError(f"ModelLifeCycle.{field}={value!r} must be 1..63 characters of "
+                             "letters, digits and inner hyphens ([a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})")
+        block[field] = value
+    text = " ".join(str(description or "").split())
+    if text:
+        block["StageDescription"] = text[:STAGE_DESCRIPTION_MAX]
+    return block
 
 
 def metadata_text(value: Any) -> str:
@@ -73,11 +107,74 @@ class ModelRegistryHook(SageMakerHook):
 
     .. seealso::
         https://docs.aws.amazon.com/sagemaker/latest/dg/model-registry.html
+        https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ModelLifeCycle.html
 
     Returns plain JSON-safe dicts (datetimes as ISO strings).
+
+    **Lifecycle stages** live in the registry's own field, ``ModelLifeCycle`` (``Stage``,
+    ``StageStatus``, ``StageDescription``), sent as AWS takes it in ``CreateModelPackage`` and
+    ``UpdateModelPackage`` (:func:`model_life_cycle` builds it): ``dev`` at registration, ``staging`` or
+    ``prod`` on approval, ``prod`` when a deploy records the version as served, ``archived`` when another
+    version replaced it in prod. On ``aws`` SageMaker keeps the field and returns it from
+    ``DescribeModelPackage`` and ``ListModelPackages``; nothing else is involved.
+
+    **The local target's mirror.** moto accepts ``ModelLifeCycle`` in the requests but keeps nothing
+    of it. When the target is ``local`` (``mirror_lifecycle`` None and ``HYBRID_MLOPS_TARGET=local``, or
+    ``mirror_lifecycle`` True) the hook still sends the field, and after each successful create or update
+    that carries it also writes the block, unchanged, to the artifacts bucket on the same moto server::
+
+        s3://<HYBRID_MLOPS_BUCKET>/local-registry-mirror/ModelLifeCycle/<region>/<account>/<group>/<version>.json
+        {"ModelPackageArn": "...", "ModelLifeCycle": {"Stage": "...", "StageStatus": "...", "StageDescription": "..."}}
+
+    :meth:`describe_package` puts it back where DescribeModelPackage has it (``ModelLifeCycle``,
+    only when the server returned none), and :meth:`packages_in_stage` reads it where
+    ListModelPackages' summaries lack it, so callers see the real API's shape on both targets. The
+    mirror lives and is reset with the moto server's other state (a reset server forgets both), and
+    nothing writes or reads it on ``aws``.
     """
 
     hook_name = "Hybrid MLOps Model Registry"
+    #: Keep ModelLifeCycle in the local mirror: None = when the target is ``local``.
+    mirror_lifecycle: bool | None = None
+
+    # -- the local mirror of ModelLifeCycle ------------------------------------------------------
+
+    def _mirrors_lifecycle(self) -> bool:
+        if self.mirror_lifecycle is not None:
+            return bool(self.mirror_lifecycle)
+        from hybrid_mlops import settings
+
+        return settings.is_local()
+
+    def _mirror_s3(self):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.conn_region_name).conn
+
+    @staticmethod
+    def lifecycle_mirror_location(arn: str) -> tuple[str, str]:
+        """``(bucket, key)`` of a package's mirrored ModelLifeCycle on the local target."""
+        from hybrid_mlops import settings
+
+        parts = arn.split(":", 5)  # arn:<partition>:sagemaker:<region>:<account>:model-package/<group>/<version>
+        if len(parts) != 6 or not parts[5].startswith("model-package/"):
+            raise ValueError(f"{arn!r} is not a model package ARN")
+        return settings.bucket(), f"{LIFECYCLE_MIRROR_PREFIX}{parts[3]}/{parts[4]}/{parts[5].removeprefix('model-package/')}.json"
+
+    def _mirror_write(self, arn: str, lifecycle: dict) -> None:
+        bucket, key = self.lifecycle_mirror_location(arn)
+        body = json.dumps({"ModelPackageArn": arn, "ModelLifeCycle": lifecycle}, sort_keys=True)
+        self._mirror_s3().put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="application/json")
+
+    def _mirror_read(self, arn: str) -> dict | None:
+        bucket, key = self.lifecycle_mirror_location(arn)
+        try:
+            body = self._mirror_s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as err:
+            if err.response["Error"]["Code"] in ("NoSuchKey", "NoSuchBucket", "404"):
+                return None
+            raise
+        return json.loads(body).get("ModelLifeCycle") or None
 
     def ensure_group(self, group: str, description: str, tags: dict[str, str]) -> str:
         """The group's ARN, creating the group (tagged) when it does not exist yet."""
@@ -112,7 +209,23 @@ class ModelRegistryHook(SageMakerHook):
             kwargs["NextToken"] = page["NextToken"]
 
     def describe_package(self, arn: str) -> dict:
-        return _jsonable(self.conn.describe_model_package(ModelPackageName=arn))
+        described = _jsonable(self.conn.describe_model_package(ModelPackageName=arn))
+        if "ModelLifeCycle" not in described and self._mirrors_lifecycle():
+            lifecycle = self._mirror_read(described.get("ModelPackageArn") or arn)
+            if lifecycle:
+                described["ModelLifeCycle"] = lifecycle
+        return described
+
+    def packages_in_stage(self, group: str, stage: str, scan: int = 100) -> list[dict]:
+        """The described packages of the group (among the ``scan`` newest) whose ModelLifeCycle.Stage is ``stage``."""
+        found = []
+        for summary in self._summaries(group, limit=scan):
+            lifecycle = summary.get("ModelLifeCycle")
+            if lifecycle is None and self._mirrors_lifecycle():
+                lifecycle = self._mirror_read(summary["ModelPackageArn"])
+            if (lifecycle or {}).get("Stage") == stage:
+                found.append(self.describe_package(summary["ModelPackageArn"]))
+        return found
 
     def find_package(self, group: str, key: str, value: str, scan: int = 50) -> dict | None:
         """The newest package whose CustomerMetadataProperties[key] == value (among the ``scan`` newest)."""
@@ -135,10 +248,18 @@ class ModelRegistryHook(SageMakerHook):
         return None
 
     def create_package(self, request: dict) -> str:
-        """``CreateModelPackage``; its ``CustomerMetadataProperties`` are encoded within AWS's pattern."""
+        """``CreateModelPackage``; its ``CustomerMetadataProperties`` are encoded within AWS's pattern,
+        its ``ModelLifeCycle`` (if any) is checked and mirrored on the local target."""
         if "CustomerMetadataProperties" in request:
             request = {**request, "CustomerMetadataProperties": encode_metadata(request["CustomerMetadataProperties"])}
-        return self.conn.create_model_package(**request)["ModelPackageArn"]
+        lifecycle = request.get("ModelLifeCycle")
+        if lifecycle is not None:
+            lifecycle = model_life_cycle(lifecycle["Stage"], lifecycle["StageStatus"], lifecycle.get("StageDescription", ""))
+            request = {**request, "ModelLifeCycle": lifecycle}
+        arn = self.conn.create_model_package(**request)["ModelPackageArn"]
+        if lifecycle is not None and self._mirrors_lifecycle():
+            self._mirror_write(arn, lifecycle)
+        return arn
 
     def update_package(
         self,
@@ -147,11 +268,15 @@ class ModelRegistryHook(SageMakerHook):
         status: str | None = None,
         reason: str | None = None,
         properties: dict[str, str] | None = None,
+        lifecycle: dict[str, str] | None = None,
     ) -> dict:
-        """Set the approval status and/or merge metadata properties; returns the described package.
+        """Set the approval status, merge metadata properties and/or set the lifecycle stage; returns
+        the described package.
 
         CustomerMetadataProperties, the status and its description are always re-sent whole (merged
         with what is there): a partial update must never drop lineage or a decision recorded earlier.
+        ``lifecycle`` (a :func:`model_life_cycle` block) replaces ``ModelLifeCycle``; without it the
+        field is not sent and stays as it is.
         """
         if status is not None and status not in APPROVAL_STATUSES:
             raise ValueError(f"status={status!r} must be one of {APPROVAL_STATUSES}")
@@ -165,8 +290,17 @@ class ModelRegistryHook(SageMakerHook):
         description = reason if status is not None else current.get("ApprovalDescription")
         if description:
             request["ApprovalDescription"] = description[:1024]
+        if lifecycle is not None:
+            lifecycle = model_life_cycle(lifecycle["Stage"], lifecycle["StageStatus"], lifecycle.get("StageDescription", ""))
+            request["ModelLifeCycle"] = lifecycle
         self.conn.update_model_package(**request)
+        if lifecycle is not None and self._mirrors_lifecycle():
+            self._mirror_write(current.get("ModelPackageArn") or arn, lifecycle)
         return self.describe_package(arn)
+
+    def set_stage(self, arn: str, stage: str, status: str, description: str = "") -> dict:
+        """Move the package to ``stage`` (``ModelLifeCycle``); returns the described package."""
+        return self.update_package(arn, lifecycle=model_life_cycle(stage, status, description))
 
     def update_metadata(self, package_arn: str, properties: dict[str, str]) -> dict:
         """Merge ``properties`` into the package's CustomerMetadataProperties."""

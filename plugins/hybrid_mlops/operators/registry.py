@@ -9,7 +9,16 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-from hybrid_mlops.hooks.registry import ModelRegistryHook, encode_metadata, metadata_text
+from hybrid_mlops.hooks.registry import (
+    APPROVAL_STAGES,
+    STAGE_DEV,
+    STAGE_ON_APPROVAL_KEY,
+    STAGE_STAGING,
+    ModelRegistryHook,
+    encode_metadata,
+    metadata_text,
+    model_life_cycle,
+)
 from hybrid_mlops.links.registry import ModelPackageLink
 
 if TYPE_CHECKING:
@@ -19,7 +28,8 @@ RUN_KEY = "training_job"  # the metadata property that makes registration idempo
 
 
 class RegisterModelVersionOperator(AwsBaseOperator[ModelRegistryHook]):
-    """Register a trained model as a new version of its package group, ``PendingManualApproval``.
+    """Register a trained model as a new version of its package group, ``PendingManualApproval``,
+    in lifecycle stage ``dev`` (``ModelLifeCycle``: ``dev`` / ``PendingApproval``).
 
     The group is created (tagged) when missing. The version carries the model artifact, the
     inference image, ``ModelMetrics`` (evaluation, data-quality baseline), and lineage in
@@ -109,6 +119,7 @@ class RegisterModelVersionOperator(AwsBaseOperator[ModelRegistryHook]):
             "InferenceSpecification": inference,
             "CustomerMetadataProperties": encode_metadata(self.customer_metadata),
             "ClientToken": key[:36] if len(key) <= 36 else key[-36:],
+            "ModelLifeCycle": model_life_cycle(STAGE_DEV, "PendingApproval", f"Registered from {key}; awaiting approval"),
         }
         if self.model_metrics:
             request["ModelMetrics"] = self.model_metrics
@@ -145,21 +156,28 @@ class RegistryApprovalOperator(ApprovalOperator):
     """Ask a person to approve or reject a model version, and record the answer in the registry.
 
     The decision (with who decided and their comment) is written to the package before the
-    operator's usual behaviour: on "Reject" the downstream deployment is skipped.
+    operator's usual behaviour: on "Reject" the downstream deployment is skipped. The lifecycle
+    stage follows: approved -> ``stage_on_approval`` (``Approved``), rejected -> ``dev``
+    (``Rejected``), the decision and the person in ``StageDescription``.
 
     .. seealso::
         https://airflow.apache.org/docs/apache-airflow-providers-standard/stable/operators/hitl.html
 
     :param package_arn: the model package version to decide on (templated).
     :param aws_conn_id: the AWS connection of the registry.
+    :param stage_on_approval: ``staging`` or ``prod`` (templated); None: what the approval gate left in
+        the package's ``stage_on_approval`` metadata property (the spec's ``approval.stage_on_approval``),
+        else ``staging``.
     """
 
-    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "package_arn")
+    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "package_arn", "stage_on_approval")
 
-    def __init__(self, *, package_arn: str, aws_conn_id: str | None = "aws_default", **kwargs):
+    def __init__(self, *, package_arn: str, aws_conn_id: str | None = "aws_default",
+                 stage_on_approval: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.package_arn = package_arn
         self.aws_conn_id = aws_conn_id
+        self.stage_on_approval = stage_on_approval
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" in event:  # no answer and no default: the base class raises with the reason
@@ -170,7 +188,18 @@ class RegistryApprovalOperator(ApprovalOperator):
         status = "Approved" if chosen == self.APPROVE else "Rejected"
         reason = f"{status} by {who_name} in Airflow (human-in-the-loop)"
         hook = ModelRegistryHook(aws_conn_id=self.aws_conn_id)
+        if status == "Approved":
+            stage = self.stage_on_approval or (
+                hook.describe_package(self.package_arn).get("CustomerMetadataProperties") or {}
+            ).get(STAGE_ON_APPROVAL_KEY) or STAGE_STAGING
+            if stage not in APPROVAL_STAGES:
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException(f"stage_on_approval={stage!r} must be one of {APPROVAL_STAGES}")
+            lifecycle = model_life_cycle(stage, "Approved", reason)
+        else:
+            lifecycle = model_life_cycle(STAGE_DEV, "Rejected", reason)
         hook.update_package(self.package_arn, status=status, reason=reason,
-                            properties={"decided_by": who_name, "decision": "human"})
+                            properties={"decided_by": who_name, "decision": "human"}, lifecycle=lifecycle)
         self.log.info("Recorded %s for %s", status, self.package_arn)
         return super().execute_complete(context, event)

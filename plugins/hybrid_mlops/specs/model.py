@@ -257,6 +257,8 @@ class ApprovalSpec(_Spec):
     rules: dict[str, MetricRule] = Field(min_length=1)
     human_timeout_hours: float = Field(24, gt=0, le=24 * 14)
     human_default: Literal["Approve", "Reject"] = "Reject"
+    #: The lifecycle stage (ModelLifeCycle.Stage) an approval, by the rules or a person, moves a version to.
+    stage_on_approval: Literal["staging", "prod"] = "staging"
 
 
 class RegistrySpec(_Spec):
