@@ -172,6 +172,7 @@ def build_retrain_dag(spec: ModelSpec):
             ),
             defaults=spec.approval.human_default,
             response_timeout=timedelta(hours=spec.approval.human_timeout_hours),
+            stage_on_approval=spec.approval.stage_on_approval,
         )
         approved = EmptyOperator(
             task_id="approved", trigger_rule="none_failed_min_one_success",
