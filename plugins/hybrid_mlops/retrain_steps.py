@@ -152,7 +152,8 @@ def _query_channels(spec: ModelSpec, prefix: str, key: str, context) -> dict:
             for statement in setup:
                 con.execute(statement)
         else:  # Athena runs the team's SQL (or the point-in-time query) and unloads Parquet for the split
-            raw = hook.athena_unload(spec, f"{prefix}/raw/", key)
+            attempt = getattr(context.get("ti"), "try_number", 1)  # UNLOAD wants an empty prefix: one per try
+            raw = hook.athena_unload(spec, f"{prefix}/raw/try-{attempt}/", f"{key}-{attempt}")
             query = f"SELECT * FROM {sources.files_sql(raw, 'parquet')}"
         # the form's values (their defaults are the spec's); empty means every row, the whole history
         rows = sources.write_channels(con, spec, query, prefix, window_end=end,

@@ -153,7 +153,7 @@ class TrainModelOperator(SageMakerTrainingOperator):
         name = self.config["TrainingJobName"]
         if self._describe(name) is None:
             self.log.info("Creating training job %s on the local SageMaker API.", name)
-            self.hook.create_training_job(self.config, wait_for_completion=False)
+            self.hook.create_training_job(self.config, wait_for_completion=False, print_log=False)  # no log poll: it sleeps
         self.log.info("Running %s locally under the SageMaker container contract.", name)
         result = run_training_job(self.config, _s3_client(self))
         self.log.info("Training job %s: %.1fs, metrics %s", name, result["TrainingTimeInSeconds"], result["FinalMetrics"])
