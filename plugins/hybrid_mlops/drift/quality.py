@@ -36,10 +36,49 @@ def _metric(value: float | None) -> dict:
     return {"value": float(value) if ok else None, "standard_deviation": "NaN"}
 
 
+def _fbeta(precision: float, recall: float, beta: float) -> float:
+    b2 = beta * beta
+    denominator = b2 * precision + recall
+    return (1 + b2) * precision * recall / denominator if denominator > 0 else float("nan")
+
+
+def _binary_figures(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+    """Precision, recall, accuracy and F-scores of one confusion matrix (NaN where undefined)."""
+    n = tp + fp + fn + tn
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    return {"precision": precision, "recall": recall, "accuracy": (tp + tn) / n if n else float("nan"),
+            **{name: _fbeta(precision, recall, beta) for name, beta in (("f0_5", 0.5), ("f1", 1.0), ("f2", 2.0))}}
+
+
+def _best_constant(y: np.ndarray) -> dict[str, float]:
+    """Each metric of the better constant classifier (every row positive, or every row negative)."""
+    pos, n = int(np.count_nonzero(y)), int(y.size)
+    always_yes = _binary_figures(pos, n - pos, 0, 0)
+    always_no = _binary_figures(0, 0, pos, n - pos)
+    return {k: max((v for v in (always_yes[k], always_no[k]) if math.isfinite(v)), default=float("nan"))
+            for k in always_yes}
+
+
+def _curves(y: np.ndarray, s: np.ndarray, points: int = 100) -> tuple[dict, dict]:
+    """ROC and precision-recall curves at up to ``points`` score thresholds (highest first)."""
+    thresholds, tp, fp, n_pos = m._curve(y, s)
+    if len(thresholds) > points:
+        keep = np.unique(np.linspace(0, len(thresholds) - 1, points).round().astype(int))
+        thresholds, tp, fp = thresholds[keep], tp[keep], fp[keep]
+    n_neg = y.size - n_pos
+    tpr = (tp / n_pos).tolist() if n_pos else []
+    fpr = (fp / n_neg).tolist() if n_neg else []
+    precision = (tp / np.maximum(tp + fp, 1)).tolist()
+    return ({"false_positive_rates": fpr, "true_positive_rates": tpr},
+            {"precisions": precision, "recalls": tpr})
+
+
 def binary_classification_statistics(
     labels: np.ndarray, scores: np.ndarray, *, threshold: float = 0.5, evaluation_time: str | None = None
 ) -> dict:
-    """Model Monitor model-quality ``statistics.json`` (``binary_classification_metrics``)."""
+    """Model Monitor model-quality ``statistics.json`` (``binary_classification_metrics``): the
+    figures at ``threshold``, the best constant classifier's, the ROC and precision-recall curves."""
     y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
     pred = s >= threshold
@@ -47,38 +86,63 @@ def binary_classification_statistics(
     fp = int(np.count_nonzero(pred & ~y))
     fn = int(np.count_nonzero(~pred & y))
     tn = int(np.count_nonzero(~pred & ~y))
-    n = y.size
-    precision = tp / (tp + fp) if tp + fp else float("nan")
-    recall = tp / (tp + fn) if tp + fn else float("nan")
-    f1 = 2 * precision * recall / (precision + recall) if (tp and precision + recall) else float("nan")
-    return _statistics(n, evaluation_time, "binary_classification_metrics", {
-        "confusion_matrix": {"0": {"0": tn, "1": fp}, "1": {"0": fn, "1": tp}},
-        "recall": _metric(recall),
-        "precision": _metric(precision),
-        "accuracy": _metric((tp + tn) / n if n else float("nan")),
-        "f1": _metric(f1),
-        "auc": _metric(m.roc_auc(y, s) if n else float("nan")),
-        "true_positive_rate": _metric(recall),
+    figures = _binary_figures(tp, fp, fn, tn)
+    best = _best_constant(y)
+    roc, pr = _curves(y, s) if y.size else ({"false_positive_rates": [], "true_positive_rates": []},
+                                             {"precisions": [], "recalls": []})
+    body: dict = {"confusion_matrix": {"0": {"0": tn, "1": fp}, "1": {"0": fn, "1": tp}}}
+    for name in ("recall", "precision", "accuracy"):
+        body[name] = _metric(figures[name])
+        body[f"{name}_best_constant_classifier"] = _metric(best[name])
+    body.update({
+        "true_positive_rate": _metric(figures["recall"]),
+        "true_negative_rate": _metric(tn / (tn + fp) if tn + fp else float("nan")),
         "false_positive_rate": _metric(fp / (fp + tn) if fp + tn else float("nan")),
-        "threshold": threshold,
+        "false_negative_rate": _metric(fn / (fn + tp) if fn + tp else float("nan")),
+        "receiver_operating_characteristic_curve": roc,
+        "precision_recall_curve": pr,
+        "auc": _metric(m.roc_auc(y, s) if y.size else float("nan")),
     })
+    for name in ("f0_5", "f1", "f2"):
+        body[name] = _metric(figures[name])
+        body[f"{name}_best_constant_classifier"] = _metric(best[name])
+    body["threshold"] = threshold
+    return _statistics(int(y.size), evaluation_time, "binary_classification_metrics", body)
 
 
 def multiclass_classification_statistics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], *,
                                          evaluation_time: str | None = None) -> dict:
-    """``multiclass_classification_metrics`` from class indices and [N, K] probabilities."""
+    """``multiclass_classification_metrics``: accuracy and weighted recall, precision, F0.5, F1, F2,
+    each beside the best constant classifier's (always the most frequent class); macro F1 too."""
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(probabilities, dtype=np.float64).reshape(len(y), len(classes))
     pred = np.argmax(p, axis=1) if len(y) else np.empty(0, np.int64)
-    figures = m.multiclass_metrics(y, p, classes) if len(y) else {}
     matrix = {str(a): {str(b): int(np.count_nonzero((y == i) & (pred == j))) for j, b in enumerate(classes)}
               for i, a in enumerate(classes)}
-    return _statistics(len(y), evaluation_time, "multiclass_classification_metrics", {
-        "confusion_matrix": matrix,
-        "accuracy": _metric(figures.get("accuracy")),
-        "weighted_f1": _metric(figures.get("weighted_f1")),
-        "macro_f1": _metric(figures.get("macro_f1")),
-    })
+    body: dict = {"confusion_matrix": matrix}
+    constant = np.full(len(y), np.bincount(y, minlength=len(classes)).argmax() if len(y) else 0)
+    for suffix, predicted in (("", pred), ("_best_constant_classifier", constant)):
+        weighted = _weighted(y, predicted, len(classes))
+        body[f"accuracy{suffix}"] = _metric(float(np.mean(predicted == y)) if len(y) else float("nan"))
+        for name, value in weighted.items():
+            body[f"weighted_{name}{suffix}"] = _metric(value)
+    body["macro_f1"] = _metric(m.multiclass_metrics(y, p, classes)["macro_f1"] if len(y) else float("nan"))
+    return _statistics(len(y), evaluation_time, "multiclass_classification_metrics", body)
+
+
+def _weighted(y: np.ndarray, predicted: np.ndarray, k: int) -> dict[str, float]:
+    """Support-weighted recall, precision and F-scores over the classes."""
+    support = np.bincount(y, minlength=k).astype(np.float64)
+    if not support.sum():
+        return {n: float("nan") for n in ("recall", "precision", "f0_5", "f1", "f2")}
+    per = [_binary_figures(int(np.count_nonzero((predicted == c) & (y == c))),
+                           int(np.count_nonzero((predicted == c) & (y != c))),
+                           int(np.count_nonzero((predicted != c) & (y == c))), 0) for c in range(k)]
+    out = {}
+    for name in ("recall", "precision", "f0_5", "f1", "f2"):
+        values = np.array([f[name] if math.isfinite(f[name]) else 0.0 for f in per])
+        out[name] = float(np.dot(values, support) / support.sum())
+    return out
 
 
 def regression_statistics(targets: np.ndarray, predictions: np.ndarray, *, evaluation_time: str | None = None) -> dict:
