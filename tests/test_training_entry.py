@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from conftest import ROOT, train_locally
 
@@ -68,3 +69,31 @@ def test_distributed_two_ranks_on_loopback(tmp_path):
     assert "distributed: rank 0 of 2 (gloo on cpu" in outs[0] and "distributed: rank 1 of 2" in outs[1]
     assert (tmp_path / "model-algo-1" / "model.onnx").exists()
     assert not (tmp_path / "model-algo-2").exists()
+
+
+def test_gpu_hosts_use_nccl_on_their_cuda_device(tmp_path):
+    """No GPU here, so CUDA's presence and the process-group start are patched (nothing else can stand
+    in for them): with CUDA, each host trains on cuda:0 and the ranks meet over NCCL, not gloo."""
+    import subprocess
+
+    script = (
+        "import json, os, sys\n"
+        "sys.path.insert(0, os.getcwd())\n"
+        "import torch, torch.distributed as dist\n"
+        "import train\n"
+        "calls = []\n"
+        "torch.cuda.is_available = lambda: True\n"
+        "torch.cuda.set_device = lambda device: calls.append(('set_device', str(device)))\n"
+        "dist.init_process_group = lambda backend, **kw: calls.append(('init', backend, kw['world_size']))\n"
+        "rank, world, device = train.distributed_context()\n"
+        "print(json.dumps({'rank': rank, 'world': world, 'device': str(device), 'calls': calls}))\n"
+    )
+    train_locally(tmp_path, rows=2000, epochs=1)  # lays out the code
+    env = {"PATH": os.environ["PATH"], "SM_HOSTS": '["algo-1", "algo-2"]', "SM_CURRENT_HOST": "algo-2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}
+    out = subprocess.run([str(ROOT / ".venv-train" / "bin" / "python"), "-c", script], cwd=tmp_path / "code",
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"rank": 1, "world": 2, "device": "cuda:0",
+                   "calls": [["set_device", "cuda:0"], ["init", "nccl", 2]]}
