@@ -25,12 +25,12 @@ CUR 2.0 columns read (https://docs.aws.amazon.com/cur/latest/userguide/table-dic
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any
 
 from hybrid_mlops.cost.explorer import UNALLOCATED
+from hybrid_mlops.drift.sql import identifier, literal
 
 #: The ``resource_tags`` key of the pods' ``model`` label once activated as a cost allocation tag.
 MODEL_TAG = "user_model"
@@ -39,17 +39,6 @@ CLUSTER_TAG = "aws_eks_cluster_name"
 SOURCE = "eks-split"
 COLUMNS = ("day", "model", "cluster", "region", "split_cost", "unused_cost")
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _ident(name: str) -> str:
-    if not _IDENT.match(name):
-        raise ValueError(f"{name!r} must be an Athena identifier ([A-Za-z_][A-Za-z0-9_]*)")
-    return name
-
-
-def _literal(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 def split_cost_query(database: str, table: str, start: str, end: str, clusters: list[str]) -> str:
@@ -63,17 +52,17 @@ def split_cost_query(database: str, table: str, start: str, end: str, clusters: 
     tags = "resource_tags"
     return (
         "SELECT date_format(line_item_usage_start_date, '%Y-%m-%d') AS day,\n"
-        f"       element_at({tags}, {_literal(MODEL_TAG)}) AS model,\n"
-        f"       element_at({tags}, {_literal(CLUSTER_TAG)}) AS cluster,\n"
+        f"       element_at({tags}, {literal(MODEL_TAG)}) AS model,\n"
+        f"       element_at({tags}, {literal(CLUSTER_TAG)}) AS cluster,\n"
         "       product_region_code AS region,\n"
         "       sum(split_line_item_split_cost) AS split_cost,\n"
         "       sum(coalesce(split_line_item_unused_cost, 0)) AS unused_cost\n"
-        f"FROM {_ident(database)}.{_ident(table)}\n"
-        f"WHERE line_item_usage_start_date >= TIMESTAMP {_literal(start + ' 00:00:00')}\n"
-        f"  AND line_item_usage_start_date < TIMESTAMP {_literal(end + ' 00:00:00')}\n"
+        f"FROM {identifier(database)}.{identifier(table)}\n"
+        f"WHERE line_item_usage_start_date >= TIMESTAMP {literal(start + ' 00:00:00')}\n"
+        f"  AND line_item_usage_start_date < TIMESTAMP {literal(end + ' 00:00:00')}\n"
         "  AND split_line_item_parent_resource_id IS NOT NULL\n"
         "  AND line_item_resource_id LIKE 'arn:aws:eks:%:pod/%'\n"
-        f"  AND element_at({tags}, {_literal(CLUSTER_TAG)}) IN ({', '.join(_literal(c) for c in clusters)})\n"
+        f"  AND element_at({tags}, {literal(CLUSTER_TAG)}) IN ({', '.join(literal(c) for c in clusters)})\n"
         "GROUP BY 1, 2, 3, 4\n"
         "ORDER BY 1, 2, 3, 4"
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from hybrid_mlops.drift.sql import literal
 from hybrid_mlops.specs.model import FeatureStoreSource, ModelSpec, S3Source, SqlSource
 
 #: Offline-store columns SageMaker Feature Store adds to every record.
@@ -30,10 +31,6 @@ class DataSourceError(ValueError):
 def quote(name: str) -> str:
     """A quoted SQL identifier (DuckDB and Athena/Trino both quote with double quotes)."""
     return '"' + name.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def resolve(uri: str) -> str:

@@ -15,14 +15,16 @@ import re
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _ident(name: str) -> str:
+def identifier(name: str) -> str:
+    """A bare SQL identifier (Athena database and table names), checked."""
     if not _IDENT.match(name):
-        raise ValueError(f"feature name {name!r} must be an identifier ([A-Za-z_][A-Za-z0-9_]*)")
+        raise ValueError(f"{name!r} must be an Athena identifier ([A-Za-z_][A-Za-z0-9_]*)")
     return name
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def literal(text: str) -> str:
+    """A SQL string literal (DuckDB and Athena/Trino alike)."""
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 # --------------------------------------------------------------------------------------------- DuckDB
@@ -33,7 +35,7 @@ def duckdb_lines(glob: str) -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE capture_lines AS
 WITH files AS (
-    SELECT filename, replace(content, chr(13), '') AS content FROM read_text({_literal(glob)})
+    SELECT filename, replace(content, chr(13), '') AS content FROM read_text({literal(glob)})
 ), split AS (
     SELECT filename, unnest(string_split(content, chr(10))) AS line,
            generate_subscripts(string_split(content, chr(10)), 1) AS line_no
@@ -109,10 +111,10 @@ _ATHENA_VALID = "(TRY(CAST(json_extract(line, '$.inputs') AS MAP(VARCHAR, JSON))
 def athena_capture_table_ddl(database: str, table: str, location: str) -> str:
     """An external table of raw capture lines over ``capture/<model>/`` with hour partition projection."""
     return f"""
-CREATE EXTERNAL TABLE IF NOT EXISTS {_ident(database)}.{_ident(table)} (line string)
+CREATE EXTERNAL TABLE IF NOT EXISTS {identifier(database)}.{identifier(table)} (line string)
 PARTITIONED BY (hour string)
 ROW FORMAT DELIMITED LINES TERMINATED BY '\\n'
-LOCATION {_literal(location.rstrip('/') + '/')}
+LOCATION {literal(location.rstrip('/') + '/')}
 TBLPROPERTIES (
   'projection.enabled'='true',
   'projection.hour.type'='date',
@@ -120,7 +122,7 @@ TBLPROPERTIES (
   'projection.hour.range'='2020/01/01/00,NOW',
   'projection.hour.interval'='1',
   'projection.hour.interval.unit'='HOURS',
-  'storage.location.template'={_literal(location.rstrip('/') + '/${hour}/')}
+  'storage.location.template'={literal(location.rstrip('/') + '/${hour}/')}
 )"""
 
 
@@ -130,10 +132,10 @@ def athena_rows(database: str, table: str, hour: str, numeric: list[str], catego
     texts = [*categorical, *([id_column] if id_column else [])]
     names = [*numeric, *texts]
     arrays = ", ".join(
-        f"COALESCE(TRY_CAST(json_extract(line, {_literal(f'$.inputs[{_key(n)}]')}) AS ARRAY(JSON)), ARRAY[]) "
+        f"COALESCE(TRY_CAST(json_extract(line, {literal(f'$.inputs[{_key(n)}]')}) AS ARRAY(JSON)), ARRAY[]) "
         for n in names
     )
-    arrays += f", COALESCE(TRY_CAST(json_extract(line, {_literal(f'$.outputs[{_key(output)}]')}) AS ARRAY(JSON)), ARRAY[])"
+    arrays += f", COALESCE(TRY_CAST(json_extract(line, {literal(f'$.outputs[{_key(output)}]')}) AS ARRAY(JSON)), ARRAY[])"
     cols = ", ".join(_col(f"{n}_j") for n in names) + ", \"__output_j\""
     select = []
     for n in numeric:
@@ -144,9 +146,9 @@ def athena_rows(database: str, table: str, hour: str, numeric: list[str], catego
     select += [f"json_extract_scalar({_col(n + '_j')}, '$') AS {_col(n)}" for n in texts]
     select.append("json_format(\"__output_j\") AS \"__output\"")
     return (
-        f"SELECT {', '.join(select)}\nFROM {_ident(database)}.{_ident(table)}\n"
+        f"SELECT {', '.join(select)}\nFROM {identifier(database)}.{identifier(table)}\n"
         f"CROSS JOIN UNNEST({arrays}) AS t({cols})\n"
-        f"WHERE hour = {_literal(hour)} AND {_ATHENA_VALID}"
+        f"WHERE hour = {literal(hour)} AND {_ATHENA_VALID}"
     )
 
 
@@ -155,12 +157,12 @@ def athena_summary(database: str, table: str, hour: str, features: list[str] = (
     ``features[i]`` (what :func:`duckdb_keys` tells the DuckDB path). A line is malformed as in
     :func:`duckdb_lines`: not JSON, or its ``inputs`` is not an object."""
     present = "".join(
-        f", count_if({_ATHENA_VALID} AND json_extract(line, {_literal(f'$.inputs[{_key(n)}]')}) IS NOT NULL) "
+        f", count_if({_ATHENA_VALID} AND json_extract(line, {literal(f'$.inputs[{_key(n)}]')}) IS NOT NULL) "
         f"AS present_{i}"
         for i, n in enumerate(features)
     )
     return (
         f"SELECT count(DISTINCT \"$path\") AS files, count(*) AS lines, "
         f"count_if(NOT {_ATHENA_VALID}) AS malformed{present}\n"
-        f"FROM {_ident(database)}.{_ident(table)} WHERE hour = {_literal(hour)} AND trim(line) <> ''"
+        f"FROM {identifier(database)}.{identifier(table)} WHERE hour = {literal(hour)} AND trim(line) <> ''"
     )

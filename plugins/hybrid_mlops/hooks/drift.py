@@ -213,7 +213,7 @@ class DriftHook(S3Hook):
         """An Athena result file of :func:`sql.athena_rows` (CSV, header row, NULL as an empty unquoted field)
         as the Arrow table DuckDB's rows query gives: numeric features DOUBLE, ``<f>__invalid`` BOOLEAN, the
         rest text (nothing inferred: an id of digits stays text)."""
-        source = (f"read_csv({sql._literal(uri)}, header = true, all_varchar = true, quote = '\"', "
+        source = (f"read_csv({sql.literal(uri)}, header = true, all_varchar = true, quote = '\"', "
                   "escape = '\"')")
         con = self.duckdb()
         try:
