@@ -11,6 +11,7 @@ import json
 import math
 import urllib.request
 
+from hybrid_mlops.serving.smoke import OUTPUTS
 from hybrid_mlops.specs.model import ModelSpec
 
 
@@ -49,7 +50,7 @@ def send_rows(url: str, spec: ModelSpec, columns: dict[str, list], *, batch: int
                                      json.dumps(v2_body(spec, columns, lo, hi)).encode(),
                                      {"Content-Type": "application/json"})
         answer = json.loads(urllib.request.urlopen(req, timeout=30).read())
-        first = answer["outputs"][0]
+        first = next(o for o in answer["outputs"] if o["name"] == OUTPUTS[spec.task])
         data = first["data"]
         if data and isinstance(data[0], list):  # a server may nest [N, K] rows
             data = [x for row in data for x in row]
