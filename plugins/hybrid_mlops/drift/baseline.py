@@ -34,22 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from hybrid_mlops.drift.monitor_format import violation
+from hybrid_mlops.drift.monitor_format import DEFAULT_MONITORING_CONFIG, violation
 
-#: Model Monitor's defaults when ``monitoring_config`` leaves a key out.
-DEFAULT_MONITORING_CONFIG: dict[str, Any] = {
-    "evaluate_constraints": "Enabled",
-    "emit_metrics": "Enabled",
-    "datatype_check_threshold": 1.0,
-    "domain_content_threshold": 1.0,
-    "distribution_constraints": {
-        "perform_comparison": "Enabled",
-        "comparison_threshold": 0.1,
-        "comparison_method": "Robust",
-        "categorical_comparison_threshold": 0.1,
-        "categorical_drift_method": "LInfinity",
-    },
-}
 #: The two-sample KS critical coefficient of ``linf_robust``.
 ROBUST_COEFFICIENT = 1.8
 NUMERIC_TYPES = ("Integral", "Fractional")

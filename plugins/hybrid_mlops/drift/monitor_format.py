@@ -168,6 +168,22 @@ def dataset_statistics(columns: dict[str, np.ndarray], numeric: list[str], categ
     return {"version": FORMAT_VERSION, "dataset": {"item_count": int(sizes.pop()) if sizes else 0}, "features": features}
 
 
+#: Model Monitor's defaults when ``monitoring_config`` leaves a key out.
+DEFAULT_MONITORING_CONFIG: dict[str, Any] = {
+    "evaluate_constraints": "Enabled",
+    "emit_metrics": "Enabled",
+    "datatype_check_threshold": 1.0,
+    "domain_content_threshold": 1.0,
+    "distribution_constraints": {
+        "perform_comparison": "Enabled",
+        "comparison_threshold": 0.1,
+        "comparison_method": "Robust",
+        "categorical_comparison_threshold": 0.1,
+        "categorical_drift_method": "LInfinity",
+    },
+}
+
+
 def suggest_constraints(
     statistics: dict,
     *,
@@ -200,16 +216,11 @@ def suggest_constraints(
         "version": FORMAT_VERSION,
         "features": out,
         "monitoring_config": {
-            "evaluate_constraints": "Enabled",
-            "emit_metrics": "Enabled",
-            "datatype_check_threshold": 1.0,
-            "domain_content_threshold": 1.0,
+            **DEFAULT_MONITORING_CONFIG,
             "distribution_constraints": {
-                "perform_comparison": "Enabled",
+                **DEFAULT_MONITORING_CONFIG["distribution_constraints"],
                 "comparison_threshold": float(comparison_threshold),
-                "comparison_method": "Robust",
                 "categorical_comparison_threshold": float(categorical_comparison_threshold),
-                "categorical_drift_method": "LInfinity",
             },
         },
     }
