@@ -19,6 +19,8 @@ from hybrid_mlops import settings
 from hybrid_mlops.specs.model import SpecError, load_all
 
 KINDS = ("retrain", "deploy", "monitor", "cost_report", "watch")
+# Kinds whose builder makes DAGs for the whole fleet at once (the others: one DAG per model spec).
+FLEET_KINDS = ("cost_report",)
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +34,7 @@ def build_dags(kind: str, models_dir: str | Path | None = None) -> dict:
     builder = importlib.import_module(f"hybrid_mlops.dags.{kind}")
     specs, errors = load_all(models_dir or settings.models_dir())
     dags = {}
-    if kind == "cost_report":
+    if kind in FLEET_KINDS:
         dags.update({dag.dag_id: dag for dag in builder.build(specs)})
     else:
         for spec in specs:
