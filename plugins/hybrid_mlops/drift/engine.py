@@ -381,13 +381,25 @@ def ks_statistic_presorted(ref: np.ndarray, cur: np.ndarray) -> float:
     n, m = ref.size, cur.size
     if n == 0 or m == 0:
         raise ValueError("ks_statistic_presorted: both samples must be non-empty")
-    b_right = np.searchsorted(ref, cur, side="right").astype(np.int64)
-    b_left = np.searchsorted(ref, cur, side="left").astype(np.int64)
-    w_right = np.searchsorted(cur, cur, side="right").astype(np.int64)
-    w_left = np.searchsorted(cur, cur, side="left").astype(np.int64)
-    np.multiply(b_right, m, out=b_right)
+    b_left = np.searchsorted(ref, cur, side="left")  # one search; side="right" only where a value ties the baseline
+    b_right = b_left.copy()
+    hit = np.flatnonzero(ref[np.minimum(b_left, n - 1)] == cur)
+    if hit.size:
+        b_right[hit] = np.searchsorted(ref, cur[hit], side="right")
+    new_run = np.empty(m, bool)  # the window's own ranks: its index, unless it ties its neighbours
+    new_run[0] = True
+    np.not_equal(cur[1:], cur[:-1], out=new_run[1:])
+    if new_run.all():
+        w_left = np.arange(m, dtype=np.int64)
+        w_right = w_left + 1
+    else:
+        idx = np.arange(m, dtype=np.int64)
+        w_left = np.maximum.accumulate(np.where(new_run, idx, 0))
+        ends = np.append(new_run[1:], True)
+        w_right = np.minimum.accumulate(np.where(ends, idx + 1, m)[::-1])[::-1]
+    b_right = b_right.astype(np.int64, copy=False) * m
     b_right -= w_right * n
-    np.multiply(b_left, m, out=b_left)
+    b_left = b_left.astype(np.int64, copy=False) * m
     b_left -= w_left * n
     e = max(int(np.abs(b_right).max()), int(np.abs(b_left).max()))
     return min(e / (n * m), 1.0)
@@ -447,6 +459,80 @@ def numeric_drift_prepared(feature: str, ref: np.ndarray, window: np.ndarray, *,
         out.psi = psi(p, q)
         out.js = js_distance(p, q)
     return out
+
+
+class StreamedWindow:
+    """One numeric feature of a window streamed in chunks against a prepared baseline, in bounded memory.
+
+    Each chunk's values are placed in the baseline's slots (``2g``: strictly between ``ref[g-1]`` and
+    ``ref[g]``; ``2l+1``: equal to the distinct value starting at ``ref[l]``) and only the per-slot
+    counts are kept (``2 * len(ref) + 1`` integers, whatever the window's size). Between two baseline
+    values the baseline's ECDF is flat, so the KS supremum lies at a slot's ends: the statistic from
+    the counts is exactly :func:`ks_statistic_presorted`'s, and the PSI / JS shares come from the same
+    counts at the baseline's quantile edges.
+
+    :param ref: the prepared baseline column (sorted, NaN-free; a memory map is fine).
+    """
+
+    def __init__(self, feature: str, ref: np.ndarray):
+        self.feature, self.ref = feature, ref
+        self.counts = np.zeros(2 * ref.size + 1, np.int64)
+        self.missing = 0
+        self.total = 0.0
+        self.total_sq = 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        v = np.sort(np.asarray(values, dtype=np.float64))  # sorted keys: searchsorted walks the baseline once
+        n = v.size - _trailing_nans(v)
+        self.missing += v.size - n
+        v = v[:n]
+        if not n:
+            return
+        left = np.searchsorted(self.ref, v, side="left")
+        slot = 2 * left + (np.searchsorted(self.ref, v, side="right") > left)
+        self.counts += np.bincount(slot, minlength=self.counts.size)
+        self.total += float(v.sum())
+        self.total_sq += float(np.dot(v, v))
+
+    def ks_statistic(self) -> float:
+        n, m = self.ref.size, int(self.counts.sum())
+        if n == 0 or m == 0:
+            raise ValueError("StreamedWindow.ks_statistic: both samples must be non-empty")
+        after = np.cumsum(self.counts)
+        before = after - self.counts
+        g = np.arange(n + 1, dtype=np.int64)
+        starts = np.ones(n + 1, bool)  # gap g is a real gap unless ref[g-1] == ref[g]
+        starts[1:n] = self.ref[1:] != self.ref[:-1]
+        e = max(int(np.abs(g[starts] * m - before[0::2][starts] * n).max()),
+                int(np.abs(g[starts] * m - after[0::2][starts] * n).max()))
+        first = starts[:n]  # tie slot 2l+1 of a distinct value starting at l: F_b = r / n there
+        ties = np.flatnonzero(first)
+        if ties.size:
+            upper = np.searchsorted(self.ref, self.ref[ties], side="right").astype(np.int64)
+            e = max(e, int(np.abs(upper * m - after[2 * ties + 1] * n).max()))
+        return min(e / (n * m), 1.0)
+
+    def result(self, *, ks_alpha: float | None = None, bins: int = PSI_BINS,
+               ref_moments: tuple[float, float] | None = None) -> NumericDrift:
+        """The feature's :class:`NumericDrift` (p-value as in :func:`numeric_drift_prepared`)."""
+        ref, m = self.ref, int(self.counts.sum())
+        out = NumericDrift(self.feature, int(ref.size), m, int(self.missing))
+        if ref.size:
+            out.baseline_mean, out.baseline_std = ref_moments or (float(ref.mean()), float(ref.std()))
+        if m:
+            mean = self.total / m
+            out.window_mean, out.window_std = mean, float(math.sqrt(max(self.total_sq / m - mean * mean, 0.0)))
+        if ref.size and m:
+            d = self.ks_statistic()
+            out.ks_statistic = d
+            out.ks_pvalue = (ks_pvalue(d, int(ref.size), m) if ks_alpha is None
+                             else ks_pvalue_bounded(d, int(ref.size), m, ks_alpha)[0])
+            edges = quantile_edges(ref, bins)
+            at = np.cumsum(self.counts)[2 * np.searchsorted(ref, edges, side="left") + 1]  # window values <= edge
+            q = np.diff(np.concatenate(([0], at, [m]))).astype(np.float64) / m
+            p = binned_shares(ref, edges)
+            out.psi, out.js = psi(p, q), js_distance(p, q)
+        return out
 
 
 def sorted_present(values: np.ndarray) -> np.ndarray:

@@ -30,10 +30,11 @@ def literal(text: str) -> str:
 # --------------------------------------------------------------------------------------------- DuckDB
 
 
-def duckdb_lines(glob: str) -> str:
-    """``capture_lines(filename, line_no, line, ok)`` from the files matching ``glob``."""
+def duckdb_lines(glob: str, *, materialize: bool = True) -> str:
+    """``capture_lines(filename, line_no, line, ok)`` from the files matching ``glob``: a temp table, or
+    with ``materialize=False`` a view that each query streams from the files (bounded memory)."""
     return f"""
-CREATE OR REPLACE TEMP TABLE capture_lines AS
+CREATE OR REPLACE TEMP {'TABLE' if materialize else 'VIEW'} capture_lines AS
 WITH files AS (
     SELECT filename, replace(content, chr(13), '') AS content FROM read_text({literal(glob)})
 ), split AS (

@@ -103,6 +103,25 @@ class DriftHook(S3Hook):
             con.close()
         return {**out, **self._columns_from_table(table, numeric, categorical, id_column)}
 
+    def iter_capture_batches(self, bucket: str, prefix: str, numeric: list[str], categorical: list[str], *,
+                             batch_rows: int = 1_000_000, memory_limit: str = "512MB", threads: int = 1):
+        """The window's flattened rows as Arrow record batches, streamed: the files are read through a
+        view (nothing materialised) and DuckDB's memory is capped, so memory is bounded by the batch, not
+        the window. Same columns as :meth:`read_capture_window`'s rows query (every feature taken as
+        present); for windows too large to hold, fed to :class:`~hybrid_mlops.drift.engine.StreamedWindow`.
+        """
+        con = self.duckdb()
+        try:
+            con.execute(f"SET memory_limit = {sql.literal(memory_limit)}")
+            con.execute(f"SET threads = {int(threads)}")
+            con.execute("SET preserve_insertion_order = false")
+            con.execute(sql.duckdb_lines(f"s3://{bucket}/{prefix.rstrip('/')}/*", materialize=False))
+            reader = con.execute(sql.duckdb_rows(numeric, categorical, {*numeric, *categorical})
+                                 ).fetch_record_batch(batch_rows)
+            yield from reader
+        finally:
+            con.close()
+
     @staticmethod
     def _columns_from_table(table, numeric: list[str], categorical: list[str], id_column: str | None) -> dict:
         import numpy as np
