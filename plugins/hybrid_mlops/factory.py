@@ -18,7 +18,7 @@ from pathlib import Path
 from hybrid_mlops import settings
 from hybrid_mlops.specs.model import SpecError, load_all
 
-KINDS = ("retrain", "deploy", "monitor", "cost_report", "watch")
+KINDS = ("retrain", "deploy", "monitor", "cost_report", "watch", "batch_score")
 # Kinds whose builder makes DAGs for the whole fleet at once (the others: one DAG per model spec).
 FLEET_KINDS = ("cost_report",)
 log = logging.getLogger(__name__)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import sys
 
 from kserve import model_server
 
 from .capture import CaptureWriter, S3Sink
 from .model import TabularModel
 from .runtime import DEVICES
+from .sagemaker import serve_argv
 from .server import InferenceFront, PredictorServer
 
 logger = logging.getLogger("kserve.predictor")
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # SageMaker runs the image as `<image> serve`: options from the environment
+        argv = serve_argv() + argv[1:]
     args = build_parser().parse_args(argv)
     capture = None
     if args.capture_bucket:

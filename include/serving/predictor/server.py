@@ -23,6 +23,8 @@ from kserve.protocol.infer_type import RequestedOutput
 from kserve.protocol.rest.server import RESTServer
 from uvicorn.importer import import_from_string
 
+from . import sagemaker
+
 logger = logging.getLogger("kserve.predictor")
 
 _JSON = [(b"content-type", b"application/json")]
@@ -153,9 +155,17 @@ class InferenceFront:
             f"/v2/models/{name}/infer": "v2",
             f"/v2/models/{name}/versions/{model.version}/infer": "v2",
             f"/v1/models/{name}:predict": "v1",
+            "/invocations": "sagemaker",  # SageMaker's container contract (predictor/sagemaker.py)
         }
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/ping":
+            status = 200 if self.model.ready else 503  # SageMaker's health check
+            body = _DUMPS({"status": "ok" if status == 200 else "loading"})
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [*_JSON, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
             protocol = self.routes.get(scope["path"])
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -208,6 +218,8 @@ class InferenceFront:
             body = await self._read(headers, receive)
             if not self.model.ready:
                 raise ModelNotReady(self.model.name)
+            if protocol == "sagemaker":
+                return await sagemaker.invocations(self.model, body, headers)
             if protocol == "v2":
                 request = parse_v2(body, headers, self.model.name)
                 response, _ = await self.model(request, headers=headers)

@@ -81,17 +81,34 @@ def deploy_tasks(spec: ModelSpec, *, version: str = LATEST, regions: list[str] |
     :param canary: canary first (may be a Jinja template).
     """
     package = _resolve_task(spec)(version)
-    if settings.is_local():
+    sagemaker = spec.serving.target == "sagemaker"
+    if settings.is_local() and not sagemaker:
         result = _serve_locally_task(spec)(package)
         region_list = ["local"]
     else:
         from hybrid_mlops.operators.kserve import DeployInferenceServiceOperator
+        from hybrid_mlops.operators.sagemaker_endpoint import DeploySageMakerEndpointOperator
 
         if regions == "params":
             region_list = _regions_task(spec)()
             package >> region_list
         else:
             region_list = list(regions or spec.serving.regions)
+    if sagemaker:  # both targets: the control plane on moto (local) or SageMaker (aws)
+        served = DeploySageMakerEndpointOperator.partial(
+            task_id="deploy_sagemaker",
+            model_name=spec.name,
+            serving=spec.serving.model_dump(mode="json"),
+            package=package,
+            canary=canary,
+            id_column=spec.data_schema.id,
+            aws_conn_id=settings.aws_conn_id(),
+            extra_tags=spec.cost_tags(),
+            deferrable=True,
+            map_index_template="{{ task.region }}",
+        ).expand(region=region_list)
+        result = served.output
+    elif not settings.is_local():
         served = DeployInferenceServiceOperator.partial(
             task_id="deploy_kserve",
             model_name=spec.name,

@@ -225,6 +225,18 @@ class LocalServing:
                 _stop(live["pid"])
             return {**self._describe(new), "outcome": "deployed", "replaced": live and live["version"]}
 
+    @contextlib.contextmanager
+    def standalone(self, version: int, model_uri: str, *, fetch: Callable[[str, Path], None] | None = None):
+        """A predictor for ``version`` outside the front door (batch scoring): yields its base URL and
+        stops it on the way out. Nothing the front door serves is touched."""
+        model_dir = self._materialize(int(version), model_uri, fetch)
+        state = self._start(int(version), model_dir, "", model_uri)
+        try:
+            self._wait_ready(state)
+            yield state["url"]
+        finally:
+            _stop(state["pid"])
+
     def _describe(self, state: dict) -> dict:
         return {
             "region": "local",

@@ -274,8 +274,10 @@ class ScheduleSpec(_Spec):
     retrain: str | None = "0 3 * * *"
     monitor: str | None = "@hourly"
     drift_retrain_cooldown_hours: float = Field(12, ge=0)
+    #: ``batch_score_<model>``: Batch Transform of ``batch.input_uri`` on this cron (null: on demand only).
+    batch_score: str | None = None
 
-    @field_validator("retrain", "monitor")
+    @field_validator("retrain", "monitor", "batch_score")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is not None and not _valid_cron(value):
@@ -370,7 +372,49 @@ class GpuSharing(_Spec):
         return self
 
 
+#: An ECR image (SageMaker hosting and Batch Transform pull only from ECR).
+ECR_IMAGE = r"^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})?$"
+SAGEMAKER_INSTANCE = r"^ml\.[a-z0-9-]+\.[a-z0-9]+$"
+
+
+class SageMakerServing(_Spec):
+    """``serving.sagemaker``: the real-time endpoint of ``serving.target: sagemaker``.
+
+    ``image`` is the project's predictor (include/serving/Dockerfile) pushed to ECR; SageMaker runs it
+    as ``<image> serve``. Updates are blue/green: a canary of ``serving.canary_traffic_percent`` of the
+    instances (all at once with one instance) baked ``canary_wait_seconds`` under two CloudWatch alarms
+    (5XX errors, p99 model latency) that roll it back; target-tracking autoscaling keeps
+    ``invocations_per_instance`` between ``min_instances`` and ``max_instances``.
+    """
+
+    image: str | None = Field(None, pattern=ECR_IMAGE)
+    instance_type: str = Field("ml.m5.xlarge", pattern=SAGEMAKER_INSTANCE)
+    min_instances: int = Field(2, ge=1, le=100)
+    max_instances: int = Field(4, ge=1, le=100)
+    #: Target of SageMakerVariantInvocationsPerInstance (invocations per instance per minute).
+    invocations_per_instance: float = Field(1000, gt=0)
+    scale_in_cooldown_seconds: int = Field(300, ge=0, le=86400)
+    scale_out_cooldown_seconds: int = Field(60, ge=0, le=86400)
+    canary_wait_seconds: int = Field(300, ge=0, le=3600)
+    termination_wait_seconds: int = Field(120, ge=0, le=3600)
+    max_update_seconds: int = Field(3600, ge=600, le=28800)
+    #: Invocation5XXErrors in one minute that roll an update back.
+    alarm_5xx_errors: int = Field(1, ge=1)
+    #: p99 ModelLatency (milliseconds) over one minute that rolls an update back.
+    alarm_latency_ms: float = Field(500, gt=0)
+    capture_sampling_percent: int = Field(100, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _instances(self) -> SageMakerServing:
+        if self.min_instances > self.max_instances:
+            raise ValueError(f"min_instances={self.min_instances} must be <= max_instances={self.max_instances}")
+        return self
+
+
 class ServingSpec(_Spec):
+    #: Where an approved version serves: KServe on EKS, or a SageMaker real-time endpoint (``sagemaker``).
+    target: Literal["kserve", "sagemaker"] = "kserve"
+    sagemaker: SageMakerServing = SageMakerServing()
     runtime: Literal["project", "triton"] = "project"
     image: str = "ghcr.io/hybrid-mlops/predictor:latest"
     #: The CUDA build of ``image`` (onnxruntime-gpu), served when ``gpu > 0``; unset: ``image`` with
@@ -418,6 +462,20 @@ class ServingSpec(_Spec):
         return self
 
     @model_validator(mode="after")
+    def _sagemaker_target(self) -> ServingSpec:
+        if self.target != "sagemaker":
+            return self
+        if self.sagemaker.image is None:
+            raise ValueError("sagemaker.image: is required for target 'sagemaker' (the predictor image in ECR, "
+                             "e.g. 123456789012.dkr.ecr.us-west-2.amazonaws.com/hybrid-mlops-predictor:1.0)")
+        if len(self.regions) != 1:
+            raise ValueError(f"regions={self.regions}: target 'sagemaker' serves one region (SageMaker reads "
+                             "ModelDataUrl only from a bucket in the endpoint's own region); list one")
+        if self.runtime != "project":
+            raise ValueError(f"runtime={self.runtime!r}: target 'sagemaker' serves the project's predictor only")
+        return self
+
+    @model_validator(mode="after")
     def _gpu_share(self) -> ServingSpec:
         sharing = self.gpu_sharing
         if sharing is None:
@@ -439,6 +497,22 @@ class ServingSpec(_Spec):
         except ManifestError as err:
             raise ValueError(str(err).removeprefix("serving.")) from None
         return self
+
+
+class BatchSpec(_Spec):
+    """``batch``: ``batch_score_<model>`` scores files under an S3 prefix with an approved version
+    (Batch Transform on ``aws``, the predictor in batches on ``local``). Input: JSON lines (an object
+    per line with the id and the features) or CSV (no header: the id, the numeric features, then the
+    categorical ones, in ``schema.features`` order). The form's defaults come from here."""
+
+    input_uri: str | None = Field(None, pattern=S3_URI)
+    #: Scores go under ``<output_uri>/<run>/``; default ``s3://<bucket>/batch-scores/<model>``.
+    output_uri: str | None = Field(None, pattern=S3_URI)
+    content_type: Literal["application/jsonlines", "text/csv"] = "application/jsonlines"
+    instance_type: str = Field("ml.m5.xlarge", pattern=SAGEMAKER_INSTANCE)
+    instance_count: int = Field(1, ge=1, le=100)
+    max_payload_mb: int = Field(6, ge=1, le=100)
+    max_runtime_seconds: int = Field(6 * 3600, ge=60)
 
 
 class FeatureDrift(_Spec):
@@ -487,6 +561,7 @@ class ModelSpec(_Spec):
     registry: RegistrySpec
     approval: ApprovalSpec
     serving: ServingSpec = ServingSpec()
+    batch: BatchSpec = BatchSpec()
     drift: DriftSpec = DriftSpec()
     cost: CostSpec
 
@@ -508,6 +583,8 @@ class ModelSpec(_Spec):
         unknown = sorted(set(self.drift.features) - set(self.schema_.features))
         if unknown:
             raise ValueError(f"drift.features: {unknown} are not features of schema.features")
+        if self.schedule.batch_score and not self.batch.input_uri:
+            raise ValueError("batch.input_uri: is required when schedule.batch_score is set (the prefix to score)")
         if isinstance(self.data.source, SyntheticSource) and self.task != "binary":
             raise ValueError(f"data.source: the {self.data.source.generator} generator makes a binary task, "
                              f"not {self.task!r}")
