@@ -61,6 +61,8 @@ LOCAL_DEFAULTS = {
     "HYBRID_MLOPS_ATHENA_WORKGROUP": "primary",
     "HYBRID_MLOPS_ATHENA_DATABASE": "hybrid_mlops",
     "HYBRID_MLOPS_CUR_TABLE": "cur2",
+    "HYBRID_MLOPS_BACKUP_BUCKET": "hybrid-mlops-backup",
+    "HYBRID_MLOPS_BACKUP_REGION": "eu-west-1",
 }
 
 #: What each ``aws`` setting is, for the error that names a missing one.
@@ -71,6 +73,8 @@ AWS_SETTINGS = {
     "HYBRID_MLOPS_ATHENA_DATABASE": "the Glue database holding the capture and cost tables",
     "HYBRID_MLOPS_CUR_TABLE": ("the Athena table of the CUR 2.0 data export with split cost allocation data "
                                "(per-model EKS serving cost)"),
+    "HYBRID_MLOPS_BACKUP_BUCKET": "the versioned bucket that keeps the backups of the ML assets (backup_ml_assets)",
+    "HYBRID_MLOPS_BACKUP_REGION": "the backup bucket's region, another one than HYBRID_MLOPS_REGION",
 }
 
 
@@ -116,6 +120,37 @@ def cur_table() -> str:
 def cur_database() -> str:
     """The Glue database of :func:`cur_table`: ``HYBRID_MLOPS_CUR_DATABASE``, else :func:`athena_database`."""
     return os.environ.get("HYBRID_MLOPS_CUR_DATABASE", "").strip() or athena_database()
+
+
+#: An AWS region name (``eu-west-1``, ``us-gov-west-1``) and an S3 bucket name (3..63 characters).
+REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$"
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+
+
+def backup_bucket() -> str:
+    """The versioned backup bucket of ``backup_ml_assets`` (``HYBRID_MLOPS_BACKUP_BUCKET``)."""
+    import re
+
+    value = _setting("HYBRID_MLOPS_BACKUP_BUCKET")
+    if not re.fullmatch(BUCKET_PATTERN, value) or ".." in value:
+        raise ValueError(f"HYBRID_MLOPS_BACKUP_BUCKET={value!r} is not an S3 bucket name "
+                         "(3..63 lowercase letters, digits, dots and hyphens)")
+    if value == bucket():
+        raise ValueError(f"HYBRID_MLOPS_BACKUP_BUCKET={value!r} is the artifacts bucket; a backup needs its own bucket")
+    return value
+
+
+def backup_region() -> str:
+    """The backup bucket's region (``HYBRID_MLOPS_BACKUP_REGION``): another region than the artifacts'."""
+    import re
+
+    value = _setting("HYBRID_MLOPS_BACKUP_REGION")
+    if not re.fullmatch(REGION_PATTERN, value):
+        raise ValueError(f"HYBRID_MLOPS_BACKUP_REGION={value!r} is not an AWS region name (e.g. eu-west-1)")
+    if value == region():
+        raise ValueError(f"HYBRID_MLOPS_BACKUP_REGION={value!r} is the region of the artifacts "
+                         "(HYBRID_MLOPS_REGION); a backup that survives a region's loss lives in another one")
+    return value
 
 
 def aws_settings() -> dict[str, str]:

@@ -1,0 +1,5 @@
+"""Airflow DAG ``backup_ml_assets``: see ``plugins/hybrid_mlops/dags/backup_ml_assets.py`` (and ``plugins/hybrid_mlops/backup.py``)."""
+
+from hybrid_mlops.factory import build_dags
+
+globals().update(build_dags("backup_ml_assets"))
