@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUP = "fraud-detection-models"
 IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/hybrid-mlops-predictor:1.0"
 REAL = (ROOT / ".venv-serve" / "bin" / "python").exists()
-pytestmark = pytest.mark.skipif(not REAL, reason=".venv-serve is not installed (bin/setup)")
+needs_predictor = pytest.mark.skipif(not REAL, reason=".venv-serve is not installed (bin/setup)")
 
 
 @pytest.fixture
@@ -90,6 +90,7 @@ def invoke(url: str, body: bytes, content_type: str) -> tuple[int, bytes, str]:
         return resp.status, resp.read(), resp.headers["X-Model-Version"]
 
 
+@needs_predictor
 def test_endpoint_create_blue_green_update_and_failed_update_rolled_back(aws, airflow_db, sagemaker_spec):
     from hybrid_mlops.local.serving import LocalServing
     from hybrid_mlops.serving import smoke
@@ -188,6 +189,7 @@ def _online_scores(cols: dict, url: str) -> dict[str, float]:
     return dict(zip((str(x) for x in cols["transaction_id"]), probability))
 
 
+@needs_predictor
 def test_batch_score_joins_ids_and_matches_the_online_predictor(aws, airflow_db, sagemaker_spec):
     from hybrid_mlops.factory import build_dags
     from hybrid_mlops.local.serving import LocalServing, s3_fetch
@@ -240,5 +242,35 @@ def test_batch_score_joins_ids_and_matches_the_online_predictor(aws, airflow_db,
     again = BatchTransformOperator(task_id="again", config=result_of(run, "transform_request"))
     assert again.execute({})["reused"] is True
 
-    bad = dag.test(run_conf={**conf, "input_uri": "https://example.com/x"})
-    assert bad.state == "failed"
+    # bad input is refused naming the field: by the typed form, and by check_request for what a form allows
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="input_uri"):
+        dag.test(run_conf={**conf, "input_uri": "https://example.com/x"})
+    run = dag.test(run_conf={**conf, "input_uri": ""})
+    assert {t.task_id: t.state for t in run.get_task_instances()}["check_request"] == "failed"
+
+
+def test_sagemaker_capture_record_maps_to_the_monitors_line():
+    """A DataCapture record (v2 JSON in, v2 JSON out) becomes the monitor's capture line, column by column."""
+    from hybrid_mlops.drift.capture import from_sagemaker_capture
+    from hybrid_mlops.serving import smoke
+
+    sample = fraud_smoke_sample(3)
+    answer = {"outputs": [{"name": "probability", "shape": [3], "datatype": "FP32", "data": [0.1, 0.2, 0.3]},
+                          {"name": "label", "shape": [3], "datatype": "INT8", "data": [0, 0, 0]}]}
+    record = {"captureData": {
+        "endpointInput": {"observedContentType": "application/json", "mode": "INPUT", "encoding": "JSON",
+                          "data": json.dumps(smoke.v2_request(sample))},
+        "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT", "encoding": "JSON",
+                           "data": json.dumps(answer)}},
+        "eventMetadata": {"eventId": "e-1", "inferenceTime": "2026-12-01T05:00:00Z"}, "eventVersion": "0"}
+    schema = sample["schema"]
+    line = json.loads(from_sagemaker_capture(json.dumps(record), model="fraud-detection", version="2",
+                                             numeric=schema["numeric"], categorical=list(schema["categorical"]),
+                                             output="probability"))
+    assert (line["id"], line["time"], line["version"], line["protocol"]) == ("e-1", "2026-12-01T05:00:00Z", "2", "v2")
+    assert line["inputs"]["amount"] == [float(x) for x in sample["rows"]["amount"]]
+    assert line["inputs"]["channel"] == sample["rows"]["channel"]
+    assert line["outputs"] == {"probability": [0.1, 0.2, 0.3]}
+    assert from_sagemaker_capture("not json", model="m", version="1", numeric=[], categorical=[], output="p") is None

@@ -21,7 +21,7 @@ from hybrid_mlops.specs import ModelSpec
 CONTENT_TYPES = ["application/jsonlines", "text/csv"]
 INSTANCE_TYPES = ["ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.m5.4xlarge", "ml.c5.xlarge", "ml.c5.2xlarge",
                   "ml.c5.4xlarge", "ml.g4dn.xlarge", "ml.g5.xlarge"]
-S3_PREFIX = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+S3_PREFIX = r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|\{bucket\})(/.*)?$"
 
 
 def build(specs: list[ModelSpec]) -> list:
