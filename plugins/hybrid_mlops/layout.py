@@ -8,6 +8,7 @@
     labels/<model>/<yyyy>/<mm>/<dd>/<file>.jsonl             ground truth (transaction_id, label)
     monitoring/<model>/<yyyy>/<mm>/<dd>/<hh>/                drift reports (Model Monitor shapes)
     cost-reports/<yyyy-mm-dd>/                               daily cost report
+    deployments/<model>.json                                 what serves where (record_deployment)
 """
 
 from __future__ import annotations
@@ -61,3 +62,8 @@ def monitoring_prefix(model: str, hour: datetime) -> str:
 
 def cost_report_prefix(day: str) -> str:
     return f"cost-reports/{day}/"
+
+
+def deployment_record_key(model: str) -> str:
+    """What serves the model where, as ``record_deployment`` last wrote it (the Models page reads it)."""
+    return f"deployments/{model}.json"

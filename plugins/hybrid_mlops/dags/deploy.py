@@ -265,6 +265,7 @@ def _record_task(spec: ModelSpec):
             STAGE_PROD, "Deployed",
             f"Served in {' '.join(sorted(serving_now))} ({settings.target()}) since {deployed_at}",
         ))
+        _write_deployment_record(spec, package, results, deployed_at)
         # The previously served prod version(s): archived once this version replaced them everywhere.
         for old in hook.packages_in_stage(spec.registry.model_package_group, STAGE_PROD):
             if old["ModelPackageArn"] == arn:
@@ -297,3 +298,37 @@ def _record_task(spec: ModelSpec):
         return extra
 
     return record_deployment
+
+
+def _write_deployment_record(spec: ModelSpec, package: dict, results: list[dict], deployed_at: str) -> None:
+    """``deployments/<model>.json``: what serves where (the Models page reads it). Regions this deploy did not
+    touch keep their entry; each region's traffic is 100 % (the deploy promoted, or failed before here)."""
+    from hybrid_mlops.hooks.records import RecordsHook
+
+    hook = RecordsHook(aws_conn_id=settings.aws_conn_id(), region_name=settings.region())
+    bucket, local = settings.bucket(), settings.is_local()
+    record = hook.deployment_record(bucket, spec.name) or {}
+    regions = dict(record.get("regions") or {}) if record.get("target") == settings.target() else {}
+    for r in results:
+        regions[r["region"]] = {
+            "version": int(package["version"]),
+            "traffic_percent": 100,
+            "min_replicas": 1 if local else spec.serving.min_replicas,
+            "max_replicas": 1 if local else spec.serving.max_replicas,
+            "url": r.get("url"),
+            "inference_service": r.get("inference_service"),
+            "namespace": r.get("namespace"),
+            "outcome": r.get("outcome"),
+            "deployed_at": deployed_at,
+        }
+    previous = record.get("version")
+    hook.put_deployment_record(bucket, spec.name, {
+        "model": spec.name,
+        "target": settings.target(),
+        "version": int(package["version"]),
+        "package_arn": package["package_arn"],
+        "storage_uri": package["storage_uri"],
+        "previous_version": previous if previous != int(package["version"]) else record.get("previous_version"),
+        "deployed_at": deployed_at,
+        "regions": regions,
+    })

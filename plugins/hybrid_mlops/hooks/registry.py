@@ -208,9 +208,11 @@ class ModelRegistryHook(SageMakerHook):
                 return
             kwargs["NextToken"] = page["NextToken"]
 
-    def describe_package(self, arn: str) -> dict:
+    def describe_package(self, arn: str, *, with_mirror: bool = True) -> dict:
+        """``DescribeModelPackage``; on the local target ModelLifeCycle put back from the mirror
+        (``with_mirror=False``: a caller that reads the mirror itself saves that request)."""
         described = _jsonable(self.conn.describe_model_package(ModelPackageName=arn))
-        if "ModelLifeCycle" not in described and self._mirrors_lifecycle():
+        if with_mirror and "ModelLifeCycle" not in described and self._mirrors_lifecycle():
             lifecycle = self._mirror_read(described.get("ModelPackageArn") or arn)
             if lifecycle:
                 described["ModelLifeCycle"] = lifecycle
@@ -226,6 +228,50 @@ class ModelRegistryHook(SageMakerHook):
             if (lifecycle or {}).get("Stage") == stage:
                 found.append(self.describe_package(summary["ModelPackageArn"]))
         return found
+
+    def list_versions(self, group: str, limit: int = 100) -> list[dict]:
+        """The group's ``ModelPackageSummary`` entries, newest first (``ListModelPackages`` pages).
+
+        On ``aws`` each carries ``ModelLifeCycle`` as SageMaker returns it; on the local target the
+        caller fills it from :meth:`lifecycle_mirror_etags` / :meth:`mirrored_lifecycle`. A group that
+        does not exist yet has no versions.
+        """
+        try:
+            return [_jsonable(s) for s in self._summaries(group, limit=limit)]
+        except ClientError as err:
+            if err.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+                return []
+            raise
+
+    def mirrors_lifecycle(self) -> bool:
+        """Whether ModelLifeCycle is kept in the local mirror (the local target)."""
+        return self._mirrors_lifecycle()
+
+    def lifecycle_mirror_etags(self, any_version_arn: str) -> dict[str, str]:
+        """``{package ARN: ETag}`` of the mirrored ModelLifeCycle blocks of that version's group: one
+        listing, so a reader fetches only the blocks that changed since it last looked."""
+        bucket, key = self.lifecycle_mirror_location(any_version_arn)
+        folder = key.rsplit("/", 1)[0] + "/"
+        arn_base = any_version_arn.rsplit("/", 1)[0] + "/"
+        found: dict[str, str] = {}
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": folder}
+        s3 = self._mirror_s3()
+        while True:
+            try:
+                page = s3.list_objects_v2(**kwargs)
+            except ClientError as err:
+                if err.response["Error"]["Code"] == "NoSuchBucket":
+                    return found
+                raise
+            for obj in page.get("Contents", []):
+                found[arn_base + obj["Key"][len(folder):].removesuffix(".json")] = obj["ETag"]
+            if not page.get("IsTruncated"):
+                return found
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def mirrored_lifecycle(self, arn: str) -> dict | None:
+        """The ModelLifeCycle block the local mirror holds for ``arn`` (None when it holds none)."""
+        return self._mirror_read(arn)
 
     def find_package(self, group: str, key: str, value: str, scan: int = 50) -> dict | None:
         """The newest package whose CustomerMetadataProperties[key] == value (among the ``scan`` newest)."""
