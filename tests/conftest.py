@@ -122,3 +122,14 @@ def trained_model_dir(tmp_path_factory) -> Path:
     """A real model directory (what ``model.tar.gz`` holds) from a short run of the training entry point."""
     model_dir, _ = train_locally(tmp_path_factory.mktemp("trained"))
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def airflow_stack():
+    """One real Airflow for the session (tests/real_airflow.py): api-server, scheduler (LocalExecutor),
+    dag-processor, triggerer, PostgreSQL and its own moto server, on free loopback ports."""
+    from real_airflow import start_real_airflow
+
+    real = start_real_airflow()
+    yield real
+    real.stack.stop()
