@@ -19,7 +19,7 @@ from hybrid_mlops import settings
 from hybrid_mlops.specs.model import SpecError, load_all
 
 KINDS = ("retrain", "deploy", "monitor", "cost_report", "watch", "batch_score", "backup_ml_assets",
-         "restore_ml_assets")
+         "restore_ml_assets", "promote")
 # Kinds whose builder makes DAGs for the whole fleet at once (the others: one DAG per model spec).
 FLEET_KINDS = ("cost_report", "backup_ml_assets", "restore_ml_assets")
 log = logging.getLogger(__name__)

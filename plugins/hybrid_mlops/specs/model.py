@@ -546,6 +546,49 @@ class CostSpec(_Spec):
     tags: dict[str, str] = Field(default_factory=dict)
 
 
+ACCOUNT_ID = r"^[0-9]{12}$"
+AWS_REGION = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$"
+
+
+class PromotionSpec(_Spec):
+    """``promotion``: where ``promote_<model>`` copies an Approved version: another AWS account's registry
+    and bucket, reached by assuming ``role_arn`` there (``sts:AssumeRole`` from the Airflow connection).
+
+    The KMS key and the role must be in ``account_id`` (and the key in ``region``): the copies are
+    written as that account's role and encrypted with its key.
+    """
+
+    account_id: str = Field(pattern=ACCOUNT_ID, description="the prod account")
+    region: str = Field(pattern=AWS_REGION, description="the prod registry's and bucket's region")
+    role_arn: str = Field(pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,576}$")
+    #: sts:AssumeRole ExternalId, when the prod role's trust policy requires one.
+    external_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_+=,.@:/-]{2,1224}$")
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    #: The prod KMS key (SSE-KMS of the copies): a key or alias ARN, never a bare id (another account's).
+    kms_key_arn: str = Field(pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key/[a-zA-Z0-9-]{1,128}|alias/[a-zA-Z0-9/_-]{1,250})$")
+    #: The prod package group; default: the same name as ``registry.model_package_group``.
+    model_package_group: str | None = Field(None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    #: The lifecycle stage (ModelLifeCycle.Stage) a promoted version gets in prod: the form's default.
+    stage: Literal["staging", "prod"] = "staging"
+    #: How long the promotion waits for a person; no answer rejects it.
+    approval_timeout_hours: float = Field(24, gt=0, le=24 * 14)
+
+    @model_validator(mode="after")
+    def _same_account(self) -> PromotionSpec:
+        role_account = self.role_arn.split(":")[4]
+        if role_account != self.account_id:
+            raise ValueError(f"role_arn: {self.role_arn!r} is a role of account {role_account}, not of "
+                             f"promotion.account_id={self.account_id!r}; give the role to assume in the prod account")
+        _, _, _, key_region, key_account, _ = self.kms_key_arn.split(":", 5)
+        if key_account != self.account_id:
+            raise ValueError(f"kms_key_arn: the key is in account {key_account}, not promotion.account_id="
+                             f"{self.account_id!r}; use a key of the prod account")
+        if key_region != self.region:
+            raise ValueError(f"kms_key_arn: the key is in region {key_region}, not promotion.region={self.region!r} "
+                             "(SSE-KMS needs a key in the bucket's region)")
+        return self
+
+
 class ModelSpec(_Spec):
     """A whole model: task, schema, data, training, registry, approval, serving, drift and cost."""
 
@@ -564,6 +607,8 @@ class ModelSpec(_Spec):
     batch: BatchSpec = BatchSpec()
     drift: DriftSpec = DriftSpec()
     cost: CostSpec
+    #: Cross-account promotion of Approved versions (``promote_<model>``); none: no promote DAG.
+    promotion: PromotionSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
