@@ -14,6 +14,7 @@ import io
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -227,6 +228,13 @@ def test_batch_score_joins_ids_and_matches_the_online_predictor(aws, airflow_db,
     online = LocalServing("fraud-detection", state_dir=Path(os.environ["HYBRID_MLOPS_LOCAL_DIR"]) / "online")
     with online.standalone(1, package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"], fetch=s3_fetch()) as url:
         scores = _online_scores(cols, url)
+        assert urllib.request.urlopen(f"{url}/ping", timeout=5).status == 200  # SageMaker's health check
+        for body, ctype, code, needle in ((b"1,2\n", "text/csv", 400, "line 1: 2 fields, expected 10"),
+                                          (b"x", "text/plain", 415, "text/plain"),
+                                          (b'{"amount": "a lot"}\n', "application/jsonlines", 400, "amount")):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                invoke(url, body, ctype)
+            assert err.value.code == code and needle in err.value.read().decode()
     assert max(abs(batch[i] - scores[i]) for i in scores) < 1e-6
 
     # CSV: the id column is filtered out on the way in and kept in the joined line
@@ -274,3 +282,51 @@ def test_sagemaker_capture_record_maps_to_the_monitors_line():
     assert line["inputs"]["channel"] == sample["rows"]["channel"]
     assert line["outputs"] == {"probability": [0.1, 0.2, 0.3]}
     assert from_sagemaker_capture("not json", model="m", version="1", numeric=[], categorical=[], output="p") is None
+
+
+def test_aws_target_defers_on_the_provider_trigger_and_smoke_tests_through_invoke_endpoint(aws, monkeypatch):
+    """``aws``: the first deploy creates everything, defers on the Amazon provider's SageMakerTrigger, and
+    the smoke test goes through sagemaker-runtime's InvokeEndpoint (moto answers from a queue of results)."""
+    from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
+    from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+
+    from hybrid_mlops.operators.sagemaker_endpoint import DeploySageMakerEndpointOperator
+    from hybrid_mlops.specs.model import ServingSpec
+
+    monkeypatch.setenv("HYBRID_MLOPS_TARGET", "aws")
+    monkeypatch.setenv("HYBRID_MLOPS_SAGEMAKER_ROLE_ARN", "arn:aws:iam::123456789012:role/hybrid-mlops-sagemaker")
+    serving = ServingSpec(target="sagemaker", regions=["us-west-2"], sagemaker={"image": IMAGE}).model_dump(mode="json")
+    bucket = os.environ["HYBRID_MLOPS_BUCKET"]
+    sample = fraud_smoke_sample(4)
+
+    def operator(version: int, sample: dict = sample) -> DeploySageMakerEndpointOperator:
+        package = {"version": version, "package_arn": f"arn:aws:sagemaker:us-west-2:123456789012:model-package/{GROUP}/{version}",
+                   "storage_uri": f"s3://{bucket}/models/fraud-detection/job-{version}/output/model.tar.gz",
+                   "smoke_sample": sample}
+        return DeploySageMakerEndpointOperator(task_id="deploy_sagemaker", model_name="fraud-detection",
+                                               serving=serving, package=package, region="us-west-2",
+                                               id_column="transaction_id", check_interval=5)
+
+    def queue(*bodies: dict) -> None:
+        results = [{"Body": json.dumps(b), "ContentType": "application/json"} for b in bodies]
+        req = urllib.request.Request(f"{aws.url}/moto-api/static/sagemaker/endpoint-results", method="POST",
+                                     data=json.dumps({"region": "us-west-2", "results": results}).encode())
+        urllib.request.urlopen(req, timeout=5).read()
+
+    op = operator(1)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, SageMakerTrigger) and trigger.serialize()[1]["job_type"] == "endpoint"
+    assert deferred.value.method_name == "execute_complete"
+    queue({"outputs": [{"name": "probability", "shape": [4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}]})
+    result = op.execute_complete({}, {"status": "success"}, **deferred.value.kwargs)
+    assert (result["outcome"], result["version"]) == ("deployed", 1)
+    assert result["url"] == "https://runtime.sagemaker.us-west-2.amazonaws.com/endpoints/fraud-detection/invocations"
+    assert boto3.client("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="sagemaker")["ScalableTargets"][0]["MaxCapacity"] == 4
+
+    # the same version again: nothing to change, no wait, still smoke-tested (moto keys its answers by body)
+    queue({"outputs": [{"name": "probability", "shape": [4], "datatype": "FP32", "data": [1.5, 0.2, 0.3, 0.4]}]})
+    with pytest.raises(AirflowFailException, match=r"outside \[0, 1\]"):
+        operator(1, fraud_smoke_sample(4, seed=12)).execute({})

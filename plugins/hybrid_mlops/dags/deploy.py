@@ -4,7 +4,8 @@
 approval gate) and returns its first and last task::
 
     resolve_model_package ─┬─ aws:   deploy_kserve[region] (mapped over serving.regions)
-                           └─ local: serve_locally (predictor behind the local front door)
+                           ├─ local: serve_locally (predictor behind the local front door)
+                           └─ serving.target sagemaker, both targets: deploy_sagemaker[region]
                                      └─ record_deployment (registry metadata + asset event)
 
 On ``aws`` each mapped task rolls the version out to ``serving.cluster_name`` in its region (canary,
