@@ -94,6 +94,19 @@ def _states(run) -> dict:
     return {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
+def _question(run):
+    """The approval request as the UI shows it (subject, body) and the answer."""
+    from sqlalchemy import select
+
+    from airflow.models.hitl import HITLDetail
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == run.get_task_instance("approve_promotion").id))
+        session.expunge(detail)
+        return detail
+
+
 def _prod_objects(prod) -> dict:
     listed = prod.client("s3").list_objects_v2(Bucket=PROD_BUCKET).get("Contents", [])
     return {o["Key"]: (o["ETag"], o["LastModified"]) for o in listed}
@@ -107,6 +120,11 @@ def test_promote_copies_registers_in_prod_and_a_rerun_writes_nothing(accounts, a
     run = run_dag(_dag(spec), conf={"stage": "prod"}, hitl_choice="Approve", responder="release-manager")
     assert run.state == "success", _states(run)
     assert _states(run)["record_promotion"] == "success"
+    question = _question(run)  # what the person saw before anything was written in prod
+    assert question.subject == f"Promote {group} version 1 to account {PROD_ACCOUNT} ({PROD_REGION})?"
+    for shown in ("roc_auc 0.970000", "accuracy 0.981000", "staging / Approved", "lifecycle stage **prod**",
+                  "model.tar.gz", spec.promotion.kms_key_arn):
+        assert shown in question.body, question.body
 
     prod = _prod_session()
     sm = prod.client("sagemaker")
