@@ -93,10 +93,14 @@ class DeploySageMakerEndpointOperator(BaseOperator):
     # -- plumbing -----------------------------------------------------------------------------------
 
     @cached_property
-    def sm(self):
+    def serving_spec(self):
         from hybrid_mlops.specs.model import ServingSpec
 
-        return ServingSpec.model_validate(self.serving).sagemaker
+        return ServingSpec.model_validate(self.serving)
+
+    @property
+    def sm(self):
+        return self.serving_spec.sagemaker
 
     @cached_property
     def hook(self):
@@ -194,7 +198,8 @@ class DeploySageMakerEndpointOperator(BaseOperator):
         update = {
             "EndpointName": self.endpoint, "EndpointConfigName": new, "RetainAllVariantProperties": False,
             "DeploymentConfig": s.deployment_config(self.endpoint, self.sm,
-                                                    canary_percent=self._canary_percent(), instance_count=count,
+                                                    canary_percent=self.serving_spec.canary_traffic_percent,
+                                                    instance_count=count,
                                                     canary=_as_bool(self.canary)),
         }
         self._prepare_scaling_for(serving_config, config)
@@ -203,11 +208,6 @@ class DeploySageMakerEndpointOperator(BaseOperator):
                       serving_config, new, routing, s.alarm_names(self.endpoint))
         self._update_endpoint(update)
         return self._wait(context, previous=serving_config, update=update)
-
-    def _canary_percent(self) -> int:
-        from hybrid_mlops.specs.model import ServingSpec
-
-        return ServingSpec.model_validate(self.serving).canary_traffic_percent
 
     def _update_endpoint(self, update: dict) -> None:
         if not settings.is_local():
@@ -324,7 +324,8 @@ class DeploySageMakerEndpointOperator(BaseOperator):
     def _serve_locally(self, ref: ModelRef, body: bytes, sample: dict) -> tuple[str | None, str]:
         from hybrid_mlops.local.serving import LocalServing, s3_fetch
 
-        serving = LocalServing(self.model_name, capture_bucket=self.bucket, id_column=self.id_column)
+        serving = LocalServing(self.model_name, capture_bucket=self.bucket, id_column=self.id_column,
+                               ready_timeout=self.serving_spec.ready_timeout_seconds)
         try:
             result = serving.deploy(ref.version, ref.storage_uri, package_arn=ref.package_arn,
                                     fetch=s3_fetch(self.aws_conn_id),

@@ -45,8 +45,11 @@ def model_name(model: str, version: int | str, purpose: str = "") -> str:
 
 
 def endpoint_config_name(model: str, version: int | str, request: dict) -> str:
-    """``<model>-v<version>-<hash of the config's content>``."""
+    """``<model>-v<version>-<hash of the config's content>``. The instance count is left out of the hash:
+    autoscaling moves it, and a redeploy of the same version and settings must find its config unchanged."""
     body = {k: v for k, v in request.items() if k not in ("EndpointConfigName", "Tags")}
+    body["ProductionVariants"] = [{k: v for k, v in variant.items() if k != "InitialInstanceCount"}
+                                  for variant in body.get("ProductionVariants") or []]
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]
     return resource_name(model, f"v{version}", digest)
 
