@@ -202,6 +202,8 @@ def join_output(content_type: str, input_line: bytes, output_line: bytes) -> byt
     """One joined output line, as Batch Transform writes it with ``JoinSource: Input``."""
     if content_type == CSV:
         return input_line.rstrip(b"\r\n") + b"," + output_line.rstrip(b"\r\n")
-    record = json.loads(input_line)
-    record["SageMakerOutput"] = json.loads(output_line)
-    return json.dumps(record, separators=(",", ":")).encode()
+    record, result = input_line.strip(), output_line.strip()
+    if record.startswith(b"{") and record.endswith(b"}") and result:  # splice: no parse of either side
+        inner = record[1:-1].strip()
+        return b"{" + inner + (b"," if inner else b"") + b'"SageMakerOutput":' + result + b"}"
+    raise ValueError(f"a JSON lines record must be an object: {record[:80]!r}")
