@@ -125,11 +125,11 @@ def trained_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def airflow_stack():
+def airflow_stack(request):
     """One real Airflow for the session (tests/real_airflow.py): api-server, scheduler (LocalExecutor),
     dag-processor, triggerer, PostgreSQL and its own moto server, on free loopback ports."""
     from real_airflow import start_real_airflow
 
     real = start_real_airflow()
     yield real
-    real.stack.stop()
+    real.close(keep_logs=request.session.testsfailed > 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 import urllib.error
@@ -190,6 +191,13 @@ class RealAirflow:
 
     def token(self) -> str:
         return self.stack.token()
+
+    def close(self, keep_logs: bool = False) -> None:
+        """Stop the stack; remove its state dir, or only its database when the logs may explain a failure."""
+        self.stack.stop()
+        shutil.rmtree(self.stack.pgdata if keep_logs else self.stack.state_dir.parent, ignore_errors=True)
+        if keep_logs:
+            print(f"\nreal Airflow logs kept in {self.stack.logs} and {self.stack.home / 'logs'}")
 
     def client(self, service: str):
         """A boto3 client on the stack's moto server (what the DAGs' ``aws_default`` reaches)."""
