@@ -221,7 +221,7 @@ def write_capture(args) -> None:
     s3 = boto3.client("s3", endpoint_url=args.endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket="bench")
     rng = np.random.default_rng(2)
-    per_file = 500_000
+    per_file = 100_000  # ~10 MB of JSON lines per file (the predictor flushes smaller files more often)
     numeric = [f"f{i:02d}" for i in range(args.capture_numeric)]
     from datetime import datetime, timezone
     hour = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -5,6 +5,12 @@
     in the configured database and workgroup on ``aws``) -> signal_drift (Asset event on
     ``drift_asset_uri(model)`` when the window has violations; skipped otherwise)
 
+With ``drift.bias`` in the spec, ``bias_drift`` (BiasDriftOperator: Clarify's bias metrics of the facet vs
+the registration's baseline) runs beside drift_report; with ``drift.feature_attribution``,
+``attribution_inputs`` -> ``attributions`` (a SageMaker Processing job running the model; a subprocess of
+the serving env on ``local``) -> ``feature_attribution_drift`` (nDCG of the SHAP ranking). Their violations
+reach signal_drift like the data-quality ones.
+
 Parse time: no I/O, no heavy imports (DuckDB, pyarrow, boto3 and scipy load inside the tasks).
 """
 
@@ -18,7 +24,13 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task
 from hybrid_mlops import settings
 from hybrid_mlops.assets import drift_asset_uri
 from hybrid_mlops.data.sources import schema_document
-from hybrid_mlops.operators.drift import DriftReportOperator
+from hybrid_mlops.operators.drift import (
+    AttributionInputsOperator,
+    AttributionsJobOperator,
+    BiasDriftOperator,
+    DriftReportOperator,
+    FeatureAttributionDriftOperator,
+)
 from hybrid_mlops.sensors.drift import CaptureWindowSensor
 from hybrid_mlops.specs.model import CRON_PRESETS
 
@@ -79,8 +91,7 @@ def build(specs) -> list[DAG]:
                 soft_fail=True,
                 aws_conn_id=settings.aws_conn_id(),
             )
-            report = DriftReportOperator(
-                task_id="drift_report",
+            common = dict(
                 model=spec.name,
                 bucket=settings.bucket(),
                 window_start="{{ " + WINDOW_START + ".isoformat() }}",
@@ -93,24 +104,46 @@ def build(specs) -> list[DAG]:
                 trigger_rule="none_failed",
                 **athena_settings(),
             )
+            report = DriftReportOperator(task_id="drift_report", **common)
+            monitors = []
+            if spec.drift.bias is not None:
+                bias = BiasDriftOperator(task_id="bias_drift", bias_config=spec.drift.bias.model_dump(), **common)
+                wait >> bias
+                monitors.append(bias.output)
+            if (fa := spec.drift.feature_attribution) is not None:
+                inputs = AttributionInputsOperator(
+                    task_id="attribution_inputs", attribution_config=fa.model_dump(),
+                    image_uri=fa.processing_image_uri or spec.serving.image, tags=spec.cost_tags(), **common)
+                job = AttributionsJobOperator(task_id="attributions", config=inputs.output,
+                                              aws_conn_id=settings.aws_conn_id(), region_name=settings.region())
+                attribution = FeatureAttributionDriftOperator(
+                    task_id="feature_attribution_drift", attribution_config=fa.model_dump(), job=job.output,
+                    **{**common, "trigger_rule": "all_success"})
+                wait >> inputs
+                monitors.append(attribution.output)
 
-            @task(task_id="signal_drift", outlets=[asset])
-            def signal_drift(summary: dict, *, outlet_events=None):
-                """Emit the drift asset event (extra: report URI, violated features, window) on violations."""
+            @task(task_id="signal_drift", outlets=[asset], trigger_rule="none_failed")
+            def signal_drift(summary: dict, monitors: list | None = None, *, outlet_events=None):
+                """Emit the drift asset event (extra: report URI, violated features, window) when the data-quality
+                report or any other monitor (bias, feature attribution) has violations."""
                 from airflow.sdk.exceptions import AirflowSkipException
 
-                if not summary or not summary.get("violations"):
+                found = [s for s in [summary, *(monitors or [])] if s and s.get("violations")]
+                if not found:
                     raise AirflowSkipException(f"no violations in the window ({(summary or {}).get('status')})")
+                first = found[0]
                 outlet_events[asset].extra = {
-                    "report_uri": summary["report_uri"],
-                    "violated_features": summary["violated_features"],
-                    "window_start": summary["window_start"],
-                    "window_end": summary["window_end"],
-                    "model_package_arn": summary.get("model_package_arn"),
+                    "report_uri": first["report_uri"],
+                    "violated_features": sorted({f for s in found for f in s["violated_features"]}),
+                    "window_start": first["window_start"],
+                    "window_end": first["window_end"],
+                    "model_package_arn": first.get("model_package_arn"),
+                    "monitors": {s.get("monitor", "data-quality"): {"violations": s["violations"],
+                                                                     "report_uri": s["report_uri"]} for s in found},
                 }
                 return outlet_events[asset].extra
 
             wait >> report
-            signal_drift(report.output)
+            signal_drift(report.output, monitors)
         dags.append(dag)
     return dags

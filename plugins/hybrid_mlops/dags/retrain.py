@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from hybrid_mlops import settings
+from hybrid_mlops import clarify_steps, settings
 from hybrid_mlops.specs import ModelSpec
 
 INSTANCE_TYPES = ["ml.g5.xlarge", "ml.g5.2xlarge", "ml.g5.4xlarge", "ml.g5.12xlarge", "ml.p4d.24xlarge",
@@ -140,6 +140,9 @@ def build_retrain_dag(spec: ModelSpec):
             print_log=False,
         )
         evaluation = evaluate(train.output, prepared)
+        model_metrics = evaluation["model_metrics"]
+        if clarify_steps.enabled(spec):  # drift.bias / drift.feature_attribution: their baselines, where the model runs
+            model_metrics = clarify_steps.baseline_tasks(spec, evaluation, prepared)
         register = RegisterModelVersionOperator(
             task_id="register",
             aws_conn_id=conn,
@@ -148,7 +151,7 @@ def build_retrain_dag(spec: ModelSpec):
             group_tags=spec.cost_tags(),
             model_data_url=evaluation["model_data_url"],
             inference_image=spec.registry.inference_image,
-            model_metrics=evaluation["model_metrics"],
+            model_metrics=model_metrics,
             customer_metadata=evaluation["lineage"],
             metadata_properties=evaluation["metadata_properties"],
             description=f"{spec.description} (run {{{{ run_id }}}})",

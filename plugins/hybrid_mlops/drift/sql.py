@@ -103,6 +103,20 @@ def duckdb_rows(numeric: list[str], categorical: list[str], present: set[str], *
     return f"SELECT {', '.join(outer)}\nFROM (SELECT {inner}\nFROM capture_lines WHERE ok)"
 
 
+def duckdb_rows_streamed(glob: str, numeric: list[str], categorical: list[str], *, output: str = "probability") -> str:
+    """The rows of :func:`duckdb_rows` read for volume: DuckDB's JSON reader with the capture line's types
+    given (numbers DOUBLE[], the rest VARCHAR[]), one pass, nothing materialised. A record whose values do not
+    fit those types is skipped (``ignore_errors``), not counted: :func:`duckdb_summary` counts them."""
+    for name in [*numeric, *categorical, output]:
+        _key(name)
+    fields = ", ".join([f'"{n}" DOUBLE[]' for n in numeric] + [f'"{n}" VARCHAR[]' for n in categorical])
+    columns = (f"{{'inputs': 'STRUCT({fields})', 'outputs': 'STRUCT(\"{output}\" JSON[])'}}")
+    picks = [f'unnest(inputs.{_col(n)}) AS {_col(n)}' for n in [*numeric, *categorical]]
+    picks.append(f'CAST(unnest(outputs.{_col(output)}) AS VARCHAR) AS "__output"')
+    return (f"SELECT {', '.join(picks)}\nFROM read_json({literal(glob)}, format = 'newline_delimited', "
+            f"columns = {columns}, ignore_errors = true)")
+
+
 # --------------------------------------------------------------------------------------------- Athena
 
 #: A capture line Athena can flatten: JSON whose ``inputs`` is an object (the DuckDB path's ``ok``).

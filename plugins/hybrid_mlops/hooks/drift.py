@@ -104,21 +104,22 @@ class DriftHook(S3Hook):
         return {**out, **self._columns_from_table(table, numeric, categorical, id_column)}
 
     def iter_capture_batches(self, bucket: str, prefix: str, numeric: list[str], categorical: list[str], *,
-                             batch_rows: int = 1_000_000, memory_limit: str = "512MB", threads: int = 1):
-        """The window's flattened rows as Arrow record batches, streamed: the files are read through a
-        view (nothing materialised) and DuckDB's memory is capped, so memory is bounded by the batch, not
-        the window. Same columns as :meth:`read_capture_window`'s rows query (every feature taken as
-        present); for windows too large to hold, fed to :class:`~hybrid_mlops.drift.engine.StreamedWindow`.
+                             output: str = "probability", batch_rows: int = 1_000_000, memory_limit: str = "512MB",
+                             threads: int = 1):
+        """The window's rows as Arrow record batches, streamed (:func:`sql.duckdb_rows_streamed`: DuckDB's
+        JSON reader over the files, nothing materialised, its memory capped), so memory is bounded by the
+        batch, not the window; for windows too large to hold, fed to
+        :class:`~hybrid_mlops.drift.engine.StreamedWindow`.
         """
         con = self.duckdb()
         try:
             con.execute(f"SET memory_limit = {sql.literal(memory_limit)}")
             con.execute(f"SET threads = {int(threads)}")
             con.execute("SET preserve_insertion_order = false")
-            con.execute(sql.duckdb_lines(f"s3://{bucket}/{prefix.rstrip('/')}/*", materialize=False))
-            reader = con.execute(sql.duckdb_rows(numeric, categorical, {*numeric, *categorical})
-                                 ).fetch_record_batch(batch_rows)
-            yield from reader
+            glob = f"s3://{bucket}/{prefix.rstrip('/')}/*"
+            # a relation streams its result (execute() would materialise it before the first batch)
+            yield from con.sql(sql.duckdb_rows_streamed(glob, numeric, categorical, output=output)
+                               ).to_arrow_reader(batch_rows)
         finally:
             con.close()
 

@@ -525,6 +525,64 @@ class FeatureDrift(_Spec):
     completeness: Fraction | None = None
 
 
+class BiasDrift(_Spec):
+    """``drift.bias``: Model Monitor's bias drift of one facet (SageMaker Clarify's metrics, see drift/bias.py).
+
+    The facet's group ``d`` is ``facet_values`` (a categorical feature) or ``> facet_threshold`` (a
+    numeric one); the positive outcome is ``label_values`` or ``> label_threshold``. A metric is a
+    violation when it lies farther from its ideal (0; 1 for DI) than the baseline's (the version's
+    validation data) by more than ``tolerance``, or past ``thresholds[metric]`` when given.
+    """
+
+    facet: str = Field(min_length=1)
+    facet_values: list[str | int | float] | None = Field(None, min_length=1)
+    facet_threshold: float | None = None
+    label_values: list[str | int | float] | None = Field(None, min_length=1)
+    label_threshold: float | None = None
+    group: str | None = Field(None, description="feature whose groups condition CDDL / CDDPL")
+    metrics: list[str] = Field(default_factory=lambda: ["CI", "DPL", "KL", "JS", "LP", "TVD", "KS", "DPPL", "DI",
+                                                        "DCAcc", "DCR", "RD", "SD", "DAR", "DRR", "AD", "TE", "GE"])
+    tolerance: float = Field(0.1, ge=0)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    min_labelled_rows: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _choices(self) -> BiasDrift:
+        from hybrid_mlops.drift.bias_metrics import POST_TRAINING, PRE_TRAINING
+
+        if (self.facet_values is None) == (self.facet_threshold is None):
+            raise ValueError("give exactly one of facet_values (a categorical facet) and facet_threshold (numeric)")
+        if self.label_values is not None and self.label_threshold is not None:
+            raise ValueError("give at most one of label_values and label_threshold")
+        known = [*PRE_TRAINING, *POST_TRAINING]
+        for field, names in (("metrics", self.metrics), ("thresholds", list(self.thresholds))):
+            unknown = [m for m in names if m not in known]
+            if unknown:
+                raise ValueError(f"{field}: {unknown} are not bias metrics; use any of {known}")
+        if any(m in ("CDDL", "CDDPL") for m in self.metrics) and self.group is None:
+            raise ValueError("metrics CDDL / CDDPL need group (the feature that conditions them)")
+        return self
+
+
+class FeatureAttributionDrift(_Spec):
+    """``drift.feature_attribution``: Model Monitor's feature attribution drift (SHAP, compared by nDCG).
+
+    Kernel SHAP runs where the model runs (include/monitoring/attributions.py in the serving env: a
+    subprocess on ``local``, a SageMaker Processing job on ``aws``): ``samples`` rows of each window
+    (and of the validation data for the baseline) explained against ``baseline_row`` (default: the
+    validation data's medians / modes); exact Shapley values up to ``exact_max_features`` features,
+    else Kernel SHAP with ``num_samples`` coalitions.
+    """
+
+    ndcg_threshold: Fraction = 0.9
+    samples: int = Field(200, ge=10, le=100_000)
+    num_samples: int = Field(2048, ge=64, le=1_000_000)
+    exact_max_features: int = Field(12, ge=1, le=16)
+    baseline_row: dict[str, str | int | float] | None = None
+    processing_instance_type: str = Field("ml.m5.xlarge", pattern=r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
+    processing_image_uri: str | None = Field(None, description="the serving image by default (it has onnxruntime)")
+
+
 class DriftSpec(_Spec):
     psi: float = Field(0.2, gt=0)
     ks_pvalue: float = Field(0.001, gt=0, lt=1)
@@ -536,6 +594,8 @@ class DriftSpec(_Spec):
     features: dict[str, FeatureDrift] = Field(default_factory=dict)
     external_report_prefix: str | None = Field(
         None, pattern=S3_URI, description="watch an external Model Monitor schedule's output and retrain on it")
+    bias: BiasDrift | None = None
+    feature_attribution: FeatureAttributionDrift | None = None
 
 
 class CostSpec(_Spec):
@@ -628,6 +688,26 @@ class ModelSpec(_Spec):
         unknown = sorted(set(self.drift.features) - set(self.schema_.features))
         if unknown:
             raise ValueError(f"drift.features: {unknown} are not features of schema.features")
+        if (bias := self.drift.bias) is not None:
+            for field in ("facet", "group"):
+                column = getattr(bias, field)
+                if column is not None and column not in self.schema_.features:
+                    raise ValueError(f"drift.bias.{field}={column!r}: is not a feature of schema.features "
+                                     f"{list(self.schema_.features)}")
+            kind = self.schema_.features[bias.facet].type
+            if bias.facet_threshold is not None and kind != "numeric":
+                raise ValueError(f"drift.bias.facet_threshold: facet {bias.facet!r} is {kind}; use facet_values")
+            if bias.label_values is None and bias.label_threshold is None and self.task != "binary":
+                raise ValueError(f"drift.bias.label_values: is required for task {self.task!r} "
+                                 "(or label_threshold for regression)")
+            if bias.label_threshold is not None and self.task != "regression":
+                raise ValueError(f"drift.bias.label_threshold: applies to regression; task {self.task!r} "
+                                 "takes label_values")
+        if (fa := self.drift.feature_attribution) is not None and fa.baseline_row:
+            unknown = sorted(set(fa.baseline_row) - set(self.schema_.features))
+            if unknown:
+                raise ValueError(f"drift.feature_attribution.baseline_row: {unknown} are not features of "
+                                 "schema.features")
         if self.schedule.batch_score and not self.batch.input_uri:
             raise ValueError("batch.input_uri: is required when schedule.batch_score is set (the prefix to score)")
         if isinstance(self.data.source, SyntheticSource) and self.task != "binary":
