@@ -243,3 +243,21 @@ def test_the_form_and_the_spec_are_checked_naming_the_field(accounts):
         with pytest.raises(SpecError, match=rf"promotion\.?.*{message}") as err:
             parse_spec({**base, "promotion": {**good, **change}}, "m.yaml")
         assert f"promotion.{field}" in str(err.value) or f"promotion: {field}" in str(err.value), str(err.value)
+
+
+def test_a_retried_copy_keeps_what_is_there_and_replaces_what_differs(accounts):
+    from hybrid_mlops.hooks.promotion import CopyFailed
+    from hybrid_mlops.promotion import prod_s3
+
+    spec = accounts
+    hook, key = prod_s3(spec), spec.promotion.kms_key_arn
+    source, target = f"s3://{DEV_BUCKET}/{PREFIX}model.tar.gz", f"s3://{PROD_BUCKET}/{PREFIX}model.tar.gz"
+    owners = {"source_owner": "123456789012", "target_owner": PROD_ACCOUNT}
+    assert hook.copy_verified(source, target, key, **owners)["copied"] is True
+    assert hook.copy_verified(source, target, key, **owners)["copied"] is False  # same bytes, same key: kept
+    s3 = _prod_session().client("s3")
+    s3.put_object(Bucket=PROD_BUCKET, Key=PREFIX + "model.tar.gz", Body=b"something else")  # not the artifact
+    assert hook.copy_verified(source, target, key, **owners)["copied"] is True
+    assert s3.get_object(Bucket=PROD_BUCKET, Key=PREFIX + "model.tar.gz")["Body"].read() == FILES["model.tar.gz"]
+    with pytest.raises(CopyFailed, match="missing.tar.gz does not exist"):
+        hook.copy_verified(f"s3://{DEV_BUCKET}/{PREFIX}missing.tar.gz", target, key, **owners)

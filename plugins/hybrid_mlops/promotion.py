@@ -68,18 +68,11 @@ def prod_s3(spec: ModelSpec):
                             role_session_name=_session_name(spec), external_id=p.external_id)
 
 
-def find_promoted(spec: ModelSpec, source_arn: str) -> dict | None:
+def find_promoted(spec: ModelSpec, source_arn: str, prod=None) -> dict | None:
     """The prod version promoted from ``source_arn``, if any (a group not created yet holds none)."""
-    from botocore.exceptions import ClientError
-
     from hybrid_mlops.hooks.registry import metadata_text
 
-    try:
-        return prod_registry(spec).find_package(prod_group(spec), SOURCE_KEY, metadata_text(source_arn))
-    except ClientError as err:
-        if err.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
-            return None
-        raise
+    return (prod or prod_registry(spec)).find_in_group(prod_group(spec), SOURCE_KEY, metadata_text(source_arn))
 
 
 def _s3_uris(value) -> list[str]:
@@ -196,7 +189,7 @@ def grant_prod_read(spec: ModelSpec, plan_: dict) -> dict:
 
 def copy_artifacts(spec: ModelSpec, plan_: dict) -> list[dict]:
     """Each object into the prod bucket, SSE-KMS with the prod key, checksum verified."""
-    from botocore.exceptions import ClientError
+    from hybrid_mlops.hooks.promotion import ChecksumMismatch, CopyFailed
 
     p = promotion_of(spec)
     s3 = prod_s3(spec)
@@ -205,11 +198,11 @@ def copy_artifacts(spec: ModelSpec, plan_: dict) -> list[dict]:
         try:
             copies.append(s3.copy_verified(obj["source"], obj["target"], p.kms_key_arn,
                                            source_owner=plan_["source_account"], target_owner=p.account_id))
-        except ClientError as err:
-            error = err.response["Error"]
-            _fail(f"copy {obj['source']} -> {obj['target']} as {p.role_arn} failed: {error.get('Code')}: "
-                  f"{error.get('Message')} (promotion.bucket={p.bucket!r}, promotion.kms_key_arn; the role "
-                  "needs s3:GetObject on the source and kms:GenerateDataKey on the key)")
+        except ChecksumMismatch:
+            raise  # a retry copies again
+        except CopyFailed as err:
+            _fail(f"{err} as {p.role_arn} (promotion.bucket={p.bucket!r}, promotion.kms_key_arn={p.kms_key_arn!r}; "
+                  "the role needs s3:GetObject on the source, s3:PutObject on the bucket, kms:GenerateDataKey on the key)")
     return copies
 
 
@@ -222,7 +215,7 @@ def register_in_prod(spec: ModelSpec, plan_: dict, approval: dict | None, run_id
     group = plan_["prod_group"]
     tags = {**spec.cost_tags(), "environment": "prod", "source-account": plan_["source_account"]}
     prod.ensure_group(group, spec.registry.description or f"{spec.name} (promoted from {plan_['source_account']})", tags)
-    existing = find_promoted(spec, plan_["package_arn"])
+    existing = find_promoted(spec, plan_["package_arn"], prod)
     if existing:
         log.info("%s version %s was promoted earlier as %s; nothing to register", plan_["group"], plan_["version"],
                  existing["ModelPackageArn"])

@@ -62,6 +62,15 @@ class AssumeRoleMixin:
 class CrossAccountRegistryHook(AssumeRoleMixin, ModelRegistryHook):
     """The Model Registry of another account, as the assumed role (see :class:`AssumeRoleMixin`)."""
 
+    def find_in_group(self, group: str, key: str, value: str) -> dict | None:
+        """:meth:`find_package`, and None when the group does not exist yet."""
+        try:
+            return self.find_package(group, key, value)
+        except ClientError as err:
+            if err.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+                return None
+            raise
+
 
 class PromotionRegistryHook(ModelRegistryHook):
     """The dev registry's side of a promotion: the package group's resource policy.
@@ -139,7 +148,11 @@ def merge_statements(policy: dict | None, statements: list[dict]) -> dict:
     return {"Version": "2012-10-17", "Statement": kept + statements}
 
 
-class ChecksumMismatch(RuntimeError):
+class CopyFailed(RuntimeError):
+    """A copy was refused (access, bucket, key) or its checksum differs from its source's."""
+
+
+class ChecksumMismatch(CopyFailed):
     """A copy's checksum differs from its source's."""
 
 
@@ -180,14 +193,21 @@ class ArtifactCopyHook(AssumeRoleMixin, S3Hook):
         that was checked. A target already holding the same bytes (same checksum and size) under the
         same key is reused: a retry copies nothing twice.
         """
+        try:
+            return self._copy_verified(source, target, kms_key_arn, source_owner, target_owner)
+        except ClientError as err:
+            error = err.response["Error"]
+            raise CopyFailed(f"copy {source} -> {target} failed: {error.get('Code')}: {error.get('Message')}") from None
+
+    def _copy_verified(self, source, target, kms_key_arn, source_owner, target_owner) -> dict:
         src_bucket, src_key = self.parse_s3_url(source)
         dst_bucket, dst_key = self.parse_s3_url(target)
         head = self._head(src_bucket, src_key, source_owner)
         if head is None:
-            raise FileNotFoundError(f"{source} does not exist")
+            raise CopyFailed(f"{source} does not exist")
         size = head["ContentLength"]
         if size > COPY_OBJECT_MAX_BYTES:
-            raise ValueError(f"{source} has {size} bytes; CopyObject copies up to {COPY_OBJECT_MAX_BYTES} "
+            raise CopyFailed(f"{source} has {size} bytes; CopyObject copies up to {COPY_OBJECT_MAX_BYTES} "
                              "(a larger artifact needs a multipart copy)")
         algorithm, expected = _full_object_checksum(head)
         if algorithm is None:
