@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -29,6 +30,7 @@ SOURCE_REGION, TARGET_REGION = "us-west-2", "eu-west-1"
 BUCKET = os.environ["HYBRID_MLOPS_BUCKET"]
 BACKUP_BUCKET = "hybrid-mlops-backup"  # the local default (settings.LOCAL_DEFAULTS), in eu-west-1
 RESTORED = f"{BUCKET}-{TARGET_REGION}"
+OTHER_ACCOUNT = "111111111111"
 GROUP = "fraud-detection-models"
 COOLDOWN_VAR = "hybrid_mlops.fraud-detection.last_drift_retrain"
 SECRET_VAR, SECRET_VALUE = "hybrid_mlops.slack_api_key", "xoxb-VARIABLE-SECRET"
@@ -230,11 +232,28 @@ def test_restore_drill(fleet, artifacts_dir, tmp_path, spec):
     assert [p["ModelPackageVersion"] for p in prod] == [source_versions[1]["ModelPackageVersion"]]
     columns = generate(400, seed=12)
     rows = {f: columns[f].tolist() for f in (*spec.schema_.numeric, *spec.schema_.categorical)}
-    before = _score(source_versions[1]["ModelDataUrl"], tmp_path / "serve-original", spec, rows, 2)
-    after = _score(prod[0]["InferenceSpecification"]["Containers"][0]["ModelDataUrl"], tmp_path / "serve-restored",
-                   spec, rows, 2)
+    with ThreadPoolExecutor(2) as pool:  # the two predictors start side by side
+        scored = [pool.submit(_score, uri, tmp_path / name, spec, rows, 2) for name, uri in (
+            ("serve-original", source_versions[1]["ModelDataUrl"]),
+            ("serve-restored", prod[0]["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]))]
+        before, after = (f.result() for f in scored)
     assert len(before) == len(after) == 400
     assert max(abs(a - b) for a, b in zip(before, after)) <= 1e-7
+
+    # The same snapshot into another account: the restore assumes a role there (moto maps it to that account).
+    role = f"arn:aws:iam::{OTHER_ACCOUNT}:role/hybrid-mlops-restore"
+    run, states = _run("restore_ml_assets", fleet, conf={**conf, "dry_run": False, "target_role_arn": role,
+                                                         "target_bucket": "{bucket}-dr"})
+    assert run.state == "success", states
+    creds = boto3.client("sts").assume_role(RoleArn=role, RoleSessionName="drill-check")["Credentials"]
+    other = boto3.session.Session(aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                                  aws_session_token=creds["SessionToken"], region_name=TARGET_REGION)
+    assert {k: hashlib.sha256(v).hexdigest() for k, v in _objects(other.client("s3"), f"{BUCKET}-dr", "models/").items()} \
+        == {k: hashlib.sha256(v).hexdigest() for k, v in source_objects.items()}
+    summaries = other.client("sagemaker").list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"]
+    assert sorted((p["ModelPackageVersion"], p["ModelApprovalStatus"]) for p in summaries) == \
+        [(1, "Approved"), (2, "Approved"), (3, "Rejected")]
+    assert all(f":{OTHER_ACCOUNT}:model-package/" in p["ModelPackageArn"] for p in summaries)
 
     # -- what a restore refuses ----------------------------------------------------------------------
     params = {"snapshot_id": "latest", "target_region": TARGET_REGION, "target_bucket": "{bucket}-{region}"}
