@@ -94,7 +94,7 @@ def _lifecycle(spec_file: Path, models_dir: Path, load, drift_feature: str, traf
     spec = load_spec(spec_file)
     load(spec)
     retrain = build_dags("retrain", models_dir)[f"retrain_{spec.dag_suffix}"]
-    run = run_dag(retrain, conf={"deploy": True}, hitl_choice="Approve", responder="test-reviewer")
+    run = run_dag(retrain, conf={"deploy": True}, hitl_choice="Approve to staging", responder="test-reviewer")
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "success", states
     summary = run.get_task_instance("summary").xcom_pull(task_ids="summary")

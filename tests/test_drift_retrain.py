@@ -21,7 +21,7 @@ def test_drift_event_starts_one_retrain_and_the_cooldown_holds(aws, airflow_db):
     retrain = build_dags("retrain")["retrain_fraud_detection"]
     conf = {"epochs": 1, "rows": 20000, "deploy": False}
 
-    first = run_dag(retrain, conf=conf, asset_events=events, hitl_choice="Approve")
+    first = run_dag(retrain, conf=conf, asset_events=events, hitl_choice="Approve to staging")
     states = {ti.task_id: ti.state for ti in first.get_task_instances()}
     assert first.state == "success" and states["register"] == "success", states
     sm = boto3.client("sagemaker")
@@ -39,5 +39,5 @@ def test_drift_event_starts_one_retrain_and_the_cooldown_holds(aws, airflow_db):
     assert len(sm.list_model_packages(ModelPackageGroupName="fraud-detection-models")["ModelPackageSummaryList"]) == 1
 
     # time and manual runs are never held back by the cooldown
-    third = run_dag(retrain, conf=conf, hitl_choice="Approve")
+    third = run_dag(retrain, conf=conf, hitl_choice="Approve to staging")
     assert {ti.task_id: ti.state for ti in third.get_task_instances()}["train"] == "success"

@@ -67,3 +67,12 @@ def test_borderline_model_goes_to_a_person_who_rejects_it(aws, airflow_db, spec)
     assert package["ModelApprovalStatus"] == "Rejected"
     assert package["ApprovalDescription"] == "Rejected by risk-lead in Airflow (human-in-the-loop)"
     assert package["CustomerMetadataProperties"]["decided_by"] == "risk-lead"
+    from sqlalchemy import select
+
+    from airflow.models.hitl import HITLDetail
+    from airflow.utils.session import create_session
+
+    with create_session() as session:  # what the person saw: the review's markdown
+        detail = session.scalars(select(HITLDetail).where(HITLDetail.ti_id == run.get_task_instance("human_review").id)).one()
+        assert detail.options == ["Approve to staging", "Approve to prod", "Reject"]
+        assert "| metric | candidate v1 | production (none) |" in detail.body and "oracle_roc_auc" in detail.body

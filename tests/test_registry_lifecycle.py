@@ -143,18 +143,20 @@ def _answer(op: RegistryApprovalOperator, choice: str, who: str):
 def test_a_persons_approval_and_rejection_are_recorded_in_the_stage(aws):
     hook = ModelRegistryHook(aws_conn_id=None)
     to_prod = _register("job-a")["ModelPackageArn"]
-    hook.update_metadata(to_prod, {"stage_on_approval": "prod"})  # what the approval gate leaves
     _answer(RegistryApprovalOperator(task_id="human_review", package_arn=to_prod, aws_conn_id=None,
-                                     subject="Approve?"), "Approve", "risk-lead")
+                                     subject="Approve?"), "Approve to prod", "risk-lead")
     described = hook.describe_package(to_prod)
     assert described["ModelApprovalStatus"] == "Approved"
+    assert described["ApprovalDescription"] == "Approved to prod by risk-lead in Airflow (human-in-the-loop)"
     assert described["ModelLifeCycle"] == {"Stage": "prod", "StageStatus": "Approved",
-                                           "StageDescription": "Approved by risk-lead in Airflow (human-in-the-loop)"}
+                                           "StageDescription": "Approved to prod by risk-lead in Airflow (human-in-the-loop)"}
+    props = described["CustomerMetadataProperties"]
+    assert (props["decision"], props["decided_by"], props["decided_stage"]) == ("human", "risk-lead", "prod")
 
-    default = _register("job-b")["ModelPackageArn"]  # no stage recorded: staging
-    _answer(RegistryApprovalOperator(task_id="human_review", package_arn=default, aws_conn_id=None,
-                                     subject="Approve?"), "Approve", "risk-lead")
-    assert _stage(default) == ("staging", "Approved")
+    staging = _register("job-b")["ModelPackageArn"]
+    _answer(RegistryApprovalOperator(task_id="human_review", package_arn=staging, aws_conn_id=None,
+                                     subject="Approve?", stage_on_approval="prod"), "Approve to staging", "risk-lead")
+    assert _stage(staging) == ("staging", "Approved")
 
     rejected = _register("job-c")["ModelPackageArn"]
     _answer(RegistryApprovalOperator(task_id="human_review", package_arn=rejected, aws_conn_id=None,

@@ -53,3 +53,74 @@ def decide(metrics: Mapping[str, float], rules: Mapping[str, MetricRule]) -> Dec
     if between:
         return Decision(HUMAN, "needs a person: " + "; ".join(between))
     return Decision(APPROVE, "auto-approved: " + "; ".join(passed))
+
+
+#: What a person chooses between in the human-in-the-loop review: the lifecycle's approval stages, or reject.
+APPROVE_TO_STAGING, APPROVE_TO_PROD, REJECT_OPTION = "Approve to staging", "Approve to prod", "Reject"
+REVIEW_OPTIONS = (APPROVE_TO_STAGING, APPROVE_TO_PROD, REJECT_OPTION)
+#: The lifecycle stage each approving option moves the version to.
+OPTION_STAGE = {APPROVE_TO_STAGING: "staging", APPROVE_TO_PROD: "prod"}
+
+
+def review_option(default: str, stage_on_approval: str) -> str:
+    """The review option for the spec's ``approval.human_default`` (``Approve`` / ``Reject``), an approval
+    going to ``stage_on_approval``; a review option is returned as it is."""
+    if default in REVIEW_OPTIONS:
+        return default
+    if default == APPROVE:
+        return {v: k for k, v in OPTION_STAGE.items()}[stage_on_approval]
+    if default == REJECT:
+        return REJECT_OPTION
+    raise ValueError(f"default={default!r} must be one of {REVIEW_OPTIONS} (or Approve / Reject)")
+
+
+def _figure(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
+
+
+def review_markdown(
+    *,
+    model: str,
+    candidate: dict,
+    production: dict | None,
+    rules: Mapping[str, MetricRule],
+    reason: str,
+    metrics: Mapping[str, float],
+    links: Mapping[str, str],
+    drift: Mapping[str, object] | None = None,
+) -> str:
+    """The human-in-the-loop body (markdown): the candidate's metrics beside the production version's and
+    the rules' bars, the oracle / baseline figures the evaluation carries, the drift report that started
+    the run, and links to the evaluation, the data and the run.
+
+    :param candidate: ``{"version", "metrics"}`` of the version under review.
+    :param production: ``{"version", "metrics"}`` of the version serving in prod, None when none.
+    :param metrics: every figure of the candidate's evaluation (``oracle_*`` / ``baseline_*`` shown below).
+    :param links: label -> URL, listed in that order.
+    """
+    prod = production or {}
+    head = f"| metric | candidate v{candidate['version']} | " + (
+        f"production v{prod['version']} |" if production else "production (none) |") + " approve at | reject past |"
+    lines = [f"**{model}**: the rules could not decide. {reason}", "", head, "| --- | --- | --- | --- | --- |"]
+    for name, rule in rules.items():
+        floor = rule.reject_below if rule.direction > 0 else rule.reject_above
+        sign = (">=", "<") if rule.direction > 0 else ("<=", ">")
+        lines.append(f"| {name} | {_figure(candidate['metrics'].get(name))} | {_figure(prod.get('metrics', {}).get(name))}"
+                     f" | {sign[0]} {rule.approve_at} | {sign[1]} {floor} |")
+    for name in sorted(k for k in metrics if k not in rules and not k.startswith(("oracle_", "baseline_"))):
+        if isinstance(metrics[name], (int, float)) and name not in ("threshold", "onnx_max_abs_diff"):
+            lines.append(f"| {name} | {_figure(metrics[name])} | {_figure(prod.get('metrics', {}).get(name))} | | |")
+    ceilings = {k: v for k, v in metrics.items() if k.startswith(("oracle_", "baseline_")) and isinstance(v, (int, float))}
+    if ceilings:
+        lines += ["", "Reference figures of this evaluation: " + ", ".join(
+            f"{k} **{_figure(v)}**" + (" (the best any model can reach on this data)" if k.startswith("oracle_") else "")
+            for k, v in sorted(ceilings.items()))]
+    if drift:
+        features = ", ".join(drift.get("violated_features") or []) or "none named"
+        lines += ["", f"Started by drift: window from {drift.get('window_start') or '?'}, violated features: {features}."
+                  + (f" Report: `{drift['report_uri']}`." if drift.get("report_uri") else "")]
+    if links:
+        lines += ["", "Links: " + " · ".join(f"[{label}]({url})" for label, url in links.items() if url)]
+    lines += ["", "*Approve to staging* or *Approve to prod* sets the version's approval and lifecycle stage in "
+              "the registry with your name; *Reject* keeps it in dev and skips the deploy."]
+    return "\n".join(lines)

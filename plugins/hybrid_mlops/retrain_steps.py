@@ -353,7 +353,9 @@ def apply_approval_rules(spec: ModelSpec, registered: dict, metrics: dict) -> st
     hook = ModelRegistryHook(aws_conn_id=settings.aws_conn_id())
     stage = spec.approval.stage_on_approval
     if decision.status is None:
-        hook.update_metadata(arn, {STAGE_ON_APPROVAL_KEY: stage})
+        described = hook.update_metadata(arn, {STAGE_ON_APPROVAL_KEY: stage})
+        get_current_context()["ti"].xcom_push(key="review", value=review_body(spec, described, metrics,
+                                                                             decision.reason, hook))
         return "human_review"
     if decision.status == "Approved":
         lifecycle = model_life_cycle(stage, "Approved", f"Approved by the rules: {decision.reason}")
@@ -362,6 +364,66 @@ def apply_approval_rules(spec: ModelSpec, registered: dict, metrics: dict) -> st
     hook.update_package(arn, status=decision.status, reason=decision.reason, properties={"decision": "rules"},
                         lifecycle=lifecycle)
     return "approved" if decision.status == "Approved" else "rejected"
+
+
+def review_body(spec: ModelSpec, candidate: dict, metrics: dict, reason: str, hook) -> str:
+    """The human review's markdown: the candidate beside the version serving in prod (the registry's
+    ``prod`` stage, newest first), the evaluation's reference figures, the drift report that started the
+    run, links to the evaluation, the data, the training job, the registry and the Models page."""
+    import urllib.parse
+
+    from airflow.providers.amazon.aws.links.base_aws import BaseAwsLink
+
+    from hybrid_mlops.approval import review_markdown
+    from hybrid_mlops.hooks.registry import STAGE_PROD, split_metadata_list
+    from hybrid_mlops.links.registry import ModelPackageLink
+    from hybrid_mlops.links.sagemaker import SageMakerTrainingJobLink
+    from hybrid_mlops.ui.app import URL_PREFIX
+
+    group = spec.registry.model_package_group
+    prods = [p for p in hook.packages_in_stage(group, STAGE_PROD) if p["ModelPackageArn"] != candidate["ModelPackageArn"]]
+    production = None
+    if prods:
+        props = prods[0].get("CustomerMetadataProperties") or {}
+        figures = {}
+        for name, value in props.items():
+            try:
+                figures[name] = float(value)
+            except ValueError:
+                continue
+        production = {"version": prods[0]["ModelPackageVersion"], "metrics": figures}
+    props = candidate.get("CustomerMetadataProperties") or {}
+    region, domain = hook.conn_region_name or settings.region(), BaseAwsLink.get_aws_domain(hook.conn_partition or "aws")
+
+    def s3_console(uri: str | None, kind: str = "buckets") -> str | None:
+        if not uri or not uri.startswith("s3://"):
+            return None
+        bucket, key = layout.split_s3_uri(uri)
+        if kind == "object":
+            return f"https://console.{domain}/s3/object/{bucket}?region={region}&prefix={urllib.parse.quote(key, safe='/')}"
+        return f"https://console.{domain}/s3/buckets/{bucket}?region={region}&prefix={urllib.parse.quote(key, safe='/')}"
+
+    evaluation_uri = ((candidate.get("ModelMetrics") or {}).get("ModelQuality") or {}).get("Statistics", {}).get("S3Uri")
+    links = {
+        "evaluation.json": s3_console(evaluation_uri, "object"),
+        "training data": s3_console(props.get("train_data_uri")),
+        "validation data": s3_console(props.get("validation_data_uri")),
+        "training job": SageMakerTrainingJobLink().format_link(aws_domain=domain, region_name=region,
+                                                               job_name=props.get("training_job", "")),
+        "Model Registry": ModelPackageLink().format_link(aws_domain=domain, region_name=region,
+                                                         model_package_group=urllib.parse.quote(group, safe="")),
+        "Models page": f"{URL_PREFIX}/models",
+    }
+    drift = None
+    if props.get("drift_report_uri"):
+        drift = {"report_uri": props["drift_report_uri"], "window_start": props.get("drift_window_start"),
+                 "violated_features": split_metadata_list(props.get("drift_violated_features"))}
+        _bucket, key = layout.split_s3_uri(props["drift_report_uri"])
+        links["drift report"] = f"{URL_PREFIX}/reports/{key.rsplit('/', 1)[0]}/report.json"
+    return review_markdown(
+        model=spec.name, candidate={"version": candidate["ModelPackageVersion"], "metrics": metrics},
+        production=production, rules=spec.approval.rules, reason=reason, metrics=metrics, links=links, drift=drift,
+    )
 
 
 def summarize(spec: ModelSpec, registered: dict, metrics: dict) -> dict:

@@ -74,9 +74,11 @@ def build(specs: list[ModelSpec]) -> list[DAG]:
             "day": Param("", type="string", title="Day to report",
                          description="YYYY-MM-DD; empty = the day before the logical date",
                          pattern=r"^(\d{4}-\d{2}-\d{2})?$"),
-            "notify": Param(True, type="boolean", title="Send alerts (SNS, Slack)"),
+            "notify": Param(True, type="boolean", title="Send alerts (SNS, Slack)",
+                            description="Publish budget and anomaly alerts; off: write the report only"),
             "max_pages_per_query": Param(DEFAULT_MAX_PAGES, type="integer", minimum=1, maximum=100,
-                                         title="Cost Explorer pages per query (each page is a billed request)"),
+                                         title="Cost Explorer pages per query (each page is a billed request)",
+                                         description="Stop paging a Cost Explorer query after this many pages"),
         },
         doc_md=__doc__,
     ) as dag:

@@ -38,7 +38,9 @@ from hybrid_mlops.specs.model import CRON_PRESETS
 #: CronDataIntervalTimetable whatever ``[scheduler] create_cron_data_intervals`` says). A run created
 #: without a logical date (REST API, ``logical_date: null``) has no ``data_interval_start`` in its context:
 #: it reports the dag run's own interval when it has one, else the hour before ``run_after``.
-WINDOW_START = ("(dag_run.data_interval_start if dag_run.data_interval_start is not none "
+#: The form's ``hour`` (a manual re-run of a past hour) wins over both.
+WINDOW_START = ("(macros.datetime.strptime(params.hour[:13], '%Y-%m-%dT%H') if params.hour "
+                "else dag_run.data_interval_start if dag_run.data_interval_start is not none "
                 "else dag_run.run_after - macros.timedelta(hours=1))")
 WINDOW = "{{ " + WINDOW_START + ".strftime('%Y/%m/%d/%H') }}"
 
@@ -64,6 +66,21 @@ def athena_settings() -> dict:
     return out
 
 
+def params() -> dict:
+    """The trigger form: which hour to report, and whether violations may start a retrain."""
+    from airflow.sdk import Param
+
+    return {
+        "hour": Param("", type="string", title="Hour to report (UTC)",
+                      pattern=r"^(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]))?$",
+                      description="YYYY-MM-DDTHH, e.g. 2026-11-30T14 (the window 14:00-15:00 UTC); "
+                                  "empty = the hour before the run"),
+        "signal_drift": Param(True, type="boolean", title="Signal drift",
+                              description="Emit the drift asset event on violations (it schedules a retrain); "
+                                          "off: report only, e.g. when re-running a past hour"),
+    }
+
+
 def build(specs) -> list[DAG]:
     dags = []
     for spec in specs:
@@ -79,6 +96,7 @@ def build(specs) -> list[DAG]:
             catchup=False,
             max_active_runs=3,
             tags=["hybrid-mlops", "monitor", spec.name],
+            params=params(),
             doc_md=__doc__,
         ) as dag:
             wait = CaptureWindowSensor(
@@ -123,7 +141,7 @@ def build(specs) -> list[DAG]:
                 monitors.append(attribution.output)
 
             @task(task_id="signal_drift", outlets=[asset], trigger_rule="none_failed")
-            def signal_drift(summary: dict, monitors: list | None = None, *, outlet_events=None):
+            def signal_drift(summary: dict, monitors: list | None = None, *, outlet_events=None, params=None):
                 """Emit the drift asset event (extra: report URI, violated features, window) when the data-quality
                 report or any other monitor (bias, feature attribution) has violations."""
                 from airflow.sdk.exceptions import AirflowSkipException
@@ -131,6 +149,8 @@ def build(specs) -> list[DAG]:
                 found = [s for s in [summary, *(monitors or [])] if s and s.get("violations")]
                 if not found:
                     raise AirflowSkipException(f"no violations in the window ({(summary or {}).get('status')})")
+                if not (params or {}).get("signal_drift", True):
+                    raise AirflowSkipException("violations found, not signalled: the run's signal_drift is off")
                 first = found[0]
                 outlet_events[asset].extra = {
                     "report_uri": first["report_uri"],

@@ -161,18 +161,13 @@ def build_retrain_dag(spec: ModelSpec):
         )
         evaluation["lineage"] >> register
         branch = approval_gate(register.output, evaluation["metrics"])
-        rules = ", ".join(f"{n} approve at {r.approve_at} / reject "
-                          + (f"below {r.reject_below}" if r.direction > 0 else f"above {r.reject_above}")
-                          for n, r in spec.approval.rules.items())
         human = RegistryApprovalOperator(
             task_id="human_review",
             aws_conn_id=conn,
             package_arn="{{ ti.xcom_pull(task_ids='register')['ModelPackageArn'] }}",
             subject=f"Approve {spec.name} version {{{{ ti.xcom_pull(task_ids='register')['ModelPackageVersion'] }}}}?",
-            body=(
-                "Metrics of the candidate: {{ ti.xcom_pull(task_ids='evaluate', key='metrics') }}\n\n"
-                f"Rules: {rules}. The rules could not decide: " + "{{ ti.xcom_pull(task_ids='approval_gate', key='reason') }}"
-            ),
+            # The approval gate's markdown: candidate vs production, reference figures, drift, links.
+            body="{{ ti.xcom_pull(task_ids='approval_gate', key='review') }}",
             defaults=spec.approval.human_default,
             response_timeout=timedelta(hours=spec.approval.human_timeout_hours),
             stage_on_approval=spec.approval.stage_on_approval,

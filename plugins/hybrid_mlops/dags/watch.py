@@ -26,7 +26,17 @@ from hybrid_mlops.sensors.drift import DriftReportSensor
 
 #: Reports written after the previous successful run ended are new (that run saw only older ones); the
 #: first run reads from its data interval's start.
-SINCE = "{{ (prev_end_date_success or data_interval_start).isoformat() }}"
+SINCE = "{{ params.since or (prev_end_date_success or data_interval_start).isoformat() }}"
+
+
+def params() -> dict:
+    """The trigger form: from when reports count (a manual re-check of an older report)."""
+    from airflow.sdk import Param
+
+    return {"since": Param(
+        "", type="string", title="Reports written after (UTC)",
+        pattern=r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?(\.\d+)?(Z|[+-]\d{2}:\d{2})?)?$",
+        description="ISO 8601 time, e.g. 2026-11-30T14:00:00+00:00; empty = after the previous successful run")}
 
 
 def report_wait_seconds() -> float:
@@ -50,6 +60,7 @@ def build(specs) -> list[DAG]:
             catchup=False,
             max_active_runs=1,
             tags=["hybrid-mlops", "watch", spec.name],
+            params=params(),
             doc_md=__doc__,
         ) as dag:
             wait = DriftReportSensor(

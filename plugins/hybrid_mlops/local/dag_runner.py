@@ -24,7 +24,7 @@ class HitlResponder:
     """Answers every pending human-in-the-loop request of ``dag_id`` with ``choice``.
 
     :param dag_id: the DAG whose requests to answer.
-    :param choice: the option to choose ("Approve" / "Reject"); None answers nothing.
+    :param choice: the option to choose (e.g. "Approve to staging" / "Reject"); None answers nothing.
     :param responder: the name recorded as the person who answered.
     """
 

@@ -45,7 +45,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="fraud-detection", help="model spec name under include/models/")
     parser.add_argument("--epochs", type=int, default=None, help="override the spec's local epochs")
     parser.add_argument("--train-rows", type=int, default=None, help="training rows (generated or sampled)")
-    parser.add_argument("--human-answer", choices=["Approve", "Reject"], default="Approve",
+    parser.add_argument("--human-answer", choices=["Approve to staging", "Approve to prod", "Reject"],
+                        default="Approve to staging",
                         help="what the stand-in reviewer answers if the rules hand a version to a person")
     parser.add_argument("--keep-serving", action="store_true", help="leave the local model server running")
     args = parser.parse_args(argv)

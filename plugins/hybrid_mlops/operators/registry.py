@@ -12,7 +12,6 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from hybrid_mlops.hooks.registry import (
     APPROVAL_STAGES,
     STAGE_DEV,
-    STAGE_ON_APPROVAL_KEY,
     STAGE_STAGING,
     ModelRegistryHook,
     encode_metadata,
@@ -153,53 +152,78 @@ class RegisterModelVersionOperator(AwsBaseOperator[ModelRegistryHook]):
 
 
 class RegistryApprovalOperator(ApprovalOperator):
-    """Ask a person to approve or reject a model version, and record the answer in the registry.
+    """Ask a person to approve a model version to a lifecycle stage, or reject it, and record the answer
+    (the decision, the stage and the person) in the registry.
 
-    The decision (with who decided and their comment) is written to the package before the
-    operator's usual behaviour: on "Reject" the downstream deployment is skipped. The lifecycle
-    stage follows: approved -> ``stage_on_approval`` (``Approved``), rejected -> ``dev``
-    (``Rejected``), the decision and the person in ``StageDescription``.
+    The options match the lifecycle: ``Approve to staging``, ``Approve to prod``, ``Reject``. The answer is
+    written to the package before the operator's usual behaviour (on ``Reject`` the downstream deployment
+    is skipped): ``ModelApprovalStatus`` and ``ApprovalDescription`` (the decision and who made it),
+    ``ModelLifeCycle`` (approved -> the chosen stage / ``Approved``, rejected -> ``dev`` / ``Rejected``, the
+    same text in ``StageDescription``), and the metadata properties ``decision=human``, ``decided_by``,
+    ``decided_stage`` and ``review_comment`` (the form's optional comment). The person is the HITL
+    responder Airflow records (``responded_by_user``); a timeout's default is recorded as such.
 
     .. seealso::
         https://airflow.apache.org/docs/apache-airflow-providers-standard/stable/operators/hitl.html
+        https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UpdateModelPackage.html
 
     :param package_arn: the model package version to decide on (templated).
     :param aws_conn_id: the AWS connection of the registry.
-    :param stage_on_approval: ``staging`` or ``prod`` (templated); None: what the approval gate left in
-        the package's ``stage_on_approval`` metadata property (the spec's ``approval.stage_on_approval``),
-        else ``staging``.
+    :param stage_on_approval: the spec's ``approval.stage_on_approval``: what a ``defaults`` of ``Approve``
+        means (``Approve to staging`` or ``Approve to prod``).
     """
 
-    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "package_arn", "stage_on_approval")
+    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "package_arn")
 
     def __init__(self, *, package_arn: str, aws_conn_id: str | None = "aws_default",
-                 stage_on_approval: str | None = None, **kwargs):
+                 stage_on_approval: str = STAGE_STAGING, defaults: str | list[str] | None = None, **kwargs):
+        from airflow.sdk import Param
+
+        from hybrid_mlops.approval import REVIEW_OPTIONS, review_option
+
+        if stage_on_approval not in APPROVAL_STAGES:
+            raise ValueError(f"stage_on_approval={stage_on_approval!r} must be one of {APPROVAL_STAGES}")
+        if isinstance(defaults, str):
+            defaults = review_option(defaults, stage_on_approval)
+        kwargs.setdefault("params", {"comment": Param(
+            "", type="string", maxLength=200, title="Comment",
+            description="Why (recorded in the registry beside your decision)")})
         super().__init__(**kwargs)
+        # ApprovalOperator fixes its options to Approve / Reject: these are the lifecycle's.
+        self.options = list(REVIEW_OPTIONS)
+        self.defaults = [defaults] if isinstance(defaults, str) else defaults
+        self.validate_defaults()
         self.package_arn = package_arn
         self.aws_conn_id = aws_conn_id
         self.stage_on_approval = stage_on_approval
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        from airflow.providers.standard.operators.hitl import HITLOperator
+
+        from hybrid_mlops.approval import OPTION_STAGE
+
         if "error" in event:  # no answer and no default: the base class raises with the reason
             return super().execute_complete(context, event)
         chosen = event["chosen_options"][0]
+        self.validate_chosen_options([chosen])
         who = event.get("responded_by_user") or {}
         who_name = who.get("name") or who.get("id") or "the response timeout default"
-        status = "Approved" if chosen == self.APPROVE else "Rejected"
-        reason = f"{status} by {who_name} in Airflow (human-in-the-loop)"
-        hook = ModelRegistryHook(aws_conn_id=self.aws_conn_id)
-        if status == "Approved":
-            stage = self.stage_on_approval or (
-                hook.describe_package(self.package_arn).get("CustomerMetadataProperties") or {}
-            ).get(STAGE_ON_APPROVAL_KEY) or STAGE_STAGING
-            if stage not in APPROVAL_STAGES:
-                from airflow.sdk.exceptions import AirflowFailException
-
-                raise AirflowFailException(f"stage_on_approval={stage!r} must be one of {APPROVAL_STAGES}")
-            lifecycle = model_life_cycle(stage, "Approved", reason)
+        stage = OPTION_STAGE.get(chosen)
+        comment = " ".join(str((event.get("params_input") or {}).get("comment") or "").split())
+        if stage:
+            status, reason = "Approved", f"Approved to {stage} by {who_name} in Airflow (human-in-the-loop)"
+            lifecycle = model_life_cycle(stage, "Approved", reason + (f": {comment}" if comment else ""))
         else:
-            lifecycle = model_life_cycle(STAGE_DEV, "Rejected", reason)
-        hook.update_package(self.package_arn, status=status, reason=reason,
-                            properties={"decided_by": who_name, "decision": "human"}, lifecycle=lifecycle)
-        self.log.info("Recorded %s for %s", status, self.package_arn)
+            status, reason = "Rejected", f"Rejected by {who_name} in Airflow (human-in-the-loop)"
+            lifecycle = model_life_cycle(STAGE_DEV, "Rejected", reason + (f": {comment}" if comment else ""))
+        hook = ModelRegistryHook(aws_conn_id=self.aws_conn_id)
+        hook.update_package(self.package_arn, status=status, reason=reason, lifecycle=lifecycle, properties={
+            "decided_by": who_name, "decision": "human", "decided_stage": stage or STAGE_DEV,
+            "review_comment": comment[:200] or None,
+        })
+        self.log.info("Recorded %s (%s) for %s by %s", status, chosen, self.package_arn, who_name)
+        if stage:  # an approval: downstream runs (the base class would skip anything but its own "Approve")
+            result = HITLOperator.execute_complete(self, context, event)
+            self.hitl_summary_extra["approved"] = True
+            return result
         return super().execute_complete(context, event)
