@@ -104,7 +104,7 @@ class DriftHook(S3Hook):
         return {**out, **self._columns_from_table(table, numeric, categorical, id_column)}
 
     def iter_capture_batches(self, bucket: str, prefix: str, numeric: list[str], categorical: list[str], *,
-                             output: str = "probability", batch_rows: int = 1_000_000, memory_limit: str = "512MB",
+                             output: str = "probability", batch_rows: int = 250_000, memory_limit: str = "256MB",
                              threads: int = 1):
         """The window's rows as Arrow record batches, streamed (:func:`sql.duckdb_rows_streamed`: DuckDB's
         JSON reader over the files, nothing materialised, its memory capped), so memory is bounded by the
@@ -116,6 +116,7 @@ class DriftHook(S3Hook):
             con.execute(f"SET memory_limit = {sql.literal(memory_limit)}")
             con.execute(f"SET threads = {int(threads)}")
             con.execute("SET preserve_insertion_order = false")
+            con.execute("SET enable_external_file_cache = false")  # files are read once: caching them only grows memory
             glob = f"s3://{bucket}/{prefix.rstrip('/')}/*"
             # a relation streams its result (execute() would materialise it before the first batch)
             yield from con.sql(sql.duckdb_rows_streamed(glob, numeric, categorical, output=output)
