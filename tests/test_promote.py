@@ -69,7 +69,8 @@ def accounts(aws, spec, tmp_path, monkeypatch):
     op._persist_link = lambda context: None  # links persist through the task runner, absent here
     arn = op.execute({})["ModelPackageArn"]
     ModelRegistryHook(aws_conn_id=None).update_package(
-        arn, status="Approved", reason="Approved by the rules", lifecycle=model_life_cycle("staging", "Approved", "ok"))
+        arn, status="Approved", reason="Approved by the rules", lifecycle=model_life_cycle("staging", "Approved", "ok"),
+        properties={"deployed_regions": "us-west-2"})  # served in dev: not a fact about prod
 
     prod = _prod_session()
     prod.client("s3").create_bucket(Bucket=PROD_BUCKET, CreateBucketConfiguration={"LocationConstraint": PROD_REGION})
@@ -142,6 +143,7 @@ def test_promote_copies_registers_in_prod_and_a_rerun_writes_nothing(accounts, a
     meta = described["CustomerMetadataProperties"]
     assert meta["source_package_arn"] == dev_arn and meta["source_account"] == "123456789012"
     assert meta["promoted_by"] == "release-manager" and meta["roc_auc"] == "0.970000"
+    assert meta["training_job"] == "job-a" and "deployed_regions" not in meta
     container = described["InferenceSpecification"]["Containers"][0]
     assert container["ModelDataUrl"] == f"s3://{PROD_BUCKET}/{PREFIX}model.tar.gz"
     assert container["Image"] == "ghcr.io/hybrid-mlops/predictor:1"

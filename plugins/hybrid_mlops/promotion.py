@@ -23,6 +23,9 @@ LATEST = "latest-approved"
 SOURCE_KEY = "source_package_arn"
 #: The dev version's metadata property holding the prod version's ARN once promoted.
 PROMOTED_KEY = "promoted_to"
+#: Metadata of the dev version's life in dev (where it serves, where it went): not carried to prod, where
+#: the deploy would read them as the prod version's own.
+DEV_STATE_KEYS = ("deployed_regions", "deployed_at", "deployed_target", PROMOTED_KEY)
 
 
 def _fail(message: str):
@@ -237,7 +240,7 @@ def register_in_prod(spec: ModelSpec, plan_: dict, approval: dict | None, run_id
         # CreateModelPackage takes no ApprovalDescription: the reason is in the description and StageDescription
         "ModelApprovalStatus": "Approved",
         "CustomerMetadataProperties": {
-            **(source.get("CustomerMetadataProperties") or {}),
+            **{k: v for k, v in (source.get("CustomerMetadataProperties") or {}).items() if k not in DEV_STATE_KEYS},
             "source_account": plan_["source_account"],
             "source_region": plan_["source_region"],
             SOURCE_KEY: plan_["package_arn"],
@@ -250,7 +253,6 @@ def register_in_prod(spec: ModelSpec, plan_: dict, approval: dict | None, run_id
         "ClientToken": "promote-" + hashlib.sha256(plan_["package_arn"].encode()).hexdigest()[:28],
         "ModelLifeCycle": model_life_cycle(plan_["stage"], "Approved", reason),
     })
-    request["CustomerMetadataProperties"].pop(PROMOTED_KEY, None)
     arn = prod.create_package(request)
     described = prod.describe_package(arn)
     log.info("Registered %s version %s in account %s (%s), stage %s", group, described["ModelPackageVersion"],
