@@ -276,9 +276,11 @@ def _record_task(spec: ModelSpec):
             if still:
                 print(f"Version {old['ModelPackageVersion']} stays in prod: it still serves {still}")
                 continue
+            removed = _remove_archived_serving(spec, old["ModelPackageVersion"], sorted(old_regions))
             hook.set_stage(
                 old["ModelPackageArn"], STAGE_ARCHIVED, "Retired",
-                f"Replaced in prod by version {package['version']} in {' '.join(sorted(regions))} at {deployed_at}",
+                f"Replaced in prod by version {package['version']} in {' '.join(sorted(regions))} at {deployed_at}"
+                + (f"; serving removed: {removed}" if removed else ""),
             )
             print(f"Version {old['ModelPackageVersion']} archived: replaced by version {package['version']}")
         if failed:  # a retry of this task cannot fix a region: fail without one
@@ -333,3 +335,33 @@ def _write_deployment_record(spec: ModelSpec, package: dict, results: list[dict]
         "deployed_at": deployed_at,
         "regions": regions,
     })
+
+
+def _remove_archived_serving(spec: ModelSpec, version: int, regions: list[str]) -> str:
+    """``serving.remove_archived``: remove what still serves an archived version (see
+    :meth:`~hybrid_mlops.hooks.kserve.KServeHook.remove_previous_version` and
+    :meth:`~hybrid_mlops.local.serving.LocalServing.remove_version`); returns what was done, "" when off.
+    A failure is reported, not raised: the new version already serves, and the leftovers stay as they were."""
+    if not spec.serving.remove_archived:
+        return ""
+    done = []
+    for region in ["local"] if settings.is_local() else regions:
+        try:
+            if settings.is_local():  # one place serves on local
+                from hybrid_mlops.local.serving import LocalServing
+
+                out = LocalServing(spec.name).remove_version(version)
+                done.append(f"local predictor {'stopped' if out['stopped_pid'] else 'not running'}, "
+                            f"files {'deleted' if out['files_removed'] else 'absent'}")
+            else:
+                from hybrid_mlops.hooks.kserve import kserve_hook_for
+                from hybrid_mlops.serving.manifest import inference_service_name
+
+                hook = kserve_hook_for(region, cluster_name=spec.serving.cluster_name, aws_conn_id=settings.aws_conn_id(),
+                                       kubernetes_conn_id=os.environ.get("HYBRID_MLOPS_KUBERNETES_CONN_ID") or None)
+                out = hook.remove_previous_version(inference_service_name(spec.name), spec.serving.namespace, version)
+                done.append(f"{region}: {out['reason']}")
+        except Exception as err:  # noqa: BLE001 - reported; the deploy itself succeeded
+            done.append(f"{region}: not removed ({type(err).__name__}: {err})")
+    print(f"Serving of archived version {version}: {'; '.join(done)}")
+    return "; ".join(done)

@@ -26,6 +26,8 @@ from airflow.providers.cncf.kubernetes.kubernetes_helper_functions import generi
 
 from hybrid_mlops.serving import manifest as m
 
+KNATIVE_GROUP, KNATIVE_VERSION = "serving.knative.dev", "v1"  # Knative Serving's Revision API
+
 
 # kubectl's exec credential plugin: the Amazon provider's token function, printed as ExecCredential,
 # signed with the session of the named Airflow connection (argv[4]; empty: the ambient chain).
@@ -48,6 +50,15 @@ _EXEC_CREDENTIAL = (
     "'status': {'expirationTimestamp': t(), 'token': f(c, u, r)}}))\n"
     "out.flush()"
 )
+
+
+def kserve_hook_for(region: str, *, cluster_name: str, aws_conn_id: str | None, kubernetes_conn_id: str | None):
+    """A :class:`KServeHook` for a region, as the deploy builds it: the Kubernetes connection
+    ``kubernetes_conn_id`` (``{region}`` with underscores) when named, else an EKS token for ``cluster_name``."""
+    if kubernetes_conn_id:
+        return KServeHook(kubernetes_conn_id=kubernetes_conn_id.format(region=region.replace("-", "_")))
+    return KServeHook(kubernetes_conn_id=None,
+                      config_dict=eks_kube_config(cluster_name.format(region=region), region, aws_conn_id))
 
 
 def eks_kube_config(cluster_name: str, region: str, aws_conn_id: str | None = "aws_default") -> dict:
@@ -218,6 +229,49 @@ class KServeHook(KubernetesHook):
             raise ValueError(f"kind {kind!r} is not one of {sorted(self.NAMESPACED_KINDS)}")
         attr, suffix = self.NAMESPACED_KINDS[kind]
         return getattr(self, attr), suffix
+
+    def remove_previous_version(self, name: str, namespace: str, version: int) -> dict:
+        """Remove what an InferenceService still keeps of ``version``, the version served before the current one.
+
+        One InferenceService per model: a new version is a new revision of the same object, so there is no
+        separate resource to delete. What remains of the previous version after a promotion is (1) the
+        rollback target in our ``hybrid-mlops.io/previous`` annotation, which a failed later deploy would
+        roll back to, and (2) in serverless mode its Knative Revision
+        (``status.components.predictor.previousRolledoutRevision``), scaled to zero but kept until Knative's
+        garbage collection. This clears (1) and deletes (2). Nothing is touched when ``version`` is not the
+        annotation's (already removed, or another version), while a canary is set (a rollout still routes
+        to the previous revision), or for a revision still named in the route's traffic. Idempotent.
+
+        .. seealso:: https://knative.dev/docs/serving/revisions/revision-admin-config-options/
+
+        :returns: ``{"rollback_target_cleared": bool, "revision_deleted": name or None, "reason": str}``
+        """
+        from kubernetes.client.rest import ApiException
+
+        live = self.get_inference_service(name, namespace)
+        previous = m.previous_ref(live)
+        out: dict[str, Any] = {"rollback_target_cleared": False, "revision_deleted": None}
+        if previous is None or int(previous.version) != int(version):
+            return {**out, "reason": f"{namespace}/{name} keeps nothing of version {version}"}
+        if m.canary_percent(live) is not None:
+            return {**out, "reason": f"{namespace}/{name} has a canary set: its rollout still uses version {version}"}
+        predictor = ((live.get("status") or {}).get("components") or {}).get("predictor") or {}
+        revision = predictor.get("previousRolledoutRevision")
+        routed = {t.get("revisionName") for t in predictor.get("traffic") or []}
+        reason = "rollback target cleared"
+        if revision and revision != predictor.get("latestReadyRevision") and revision not in routed:
+            try:
+                generic_api_retry(self._custom_objects.delete_namespaced_custom_object)(
+                    KNATIVE_GROUP, KNATIVE_VERSION, namespace, "revisions", revision)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+            out["revision_deleted"] = revision
+            reason += f"; Knative revision {revision} deleted"
+        elif revision:
+            reason += f"; Knative revision {revision} kept: the route still names it"
+        self._patch(name, namespace, {"metadata": {"annotations": {m.ANN_PREVIOUS: None}}})
+        return {**out, "rollback_target_cleared": True, "reason": reason}
 
     def get_namespaced_object(self, kind: str, name: str, namespace: str) -> dict | None:
         """A Deployment or Service as a plain dict (API field names), or ``None`` when there is none."""

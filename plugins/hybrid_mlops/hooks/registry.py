@@ -147,9 +147,13 @@ class ModelRegistryHook(SageMakerHook):
         return settings.is_local()
 
     def _mirror_s3(self):
+        """The mirror's S3 client, built once per hook (building a client costs far more than a request)."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        return S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.conn_region_name).conn
+        if "_mirror_client" not in self.__dict__:
+            self.__dict__["_mirror_client"] = S3Hook(aws_conn_id=self.aws_conn_id,
+                                                     region_name=self.conn_region_name).conn
+        return self.__dict__["_mirror_client"]
 
     @staticmethod
     def lifecycle_mirror_location(arn: str) -> tuple[str, str]:

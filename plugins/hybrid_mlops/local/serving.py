@@ -237,6 +237,29 @@ class LocalServing:
         finally:
             _stop(state["pid"])
 
+    def remove_version(self, version: int) -> dict:
+        """Remove a version that no longer serves: stop its predictor if it still runs (a deploy interrupted
+        while draining it) and delete its unpacked model (``v<N>/``). The served version is refused.
+
+        :returns: ``{"version", "stopped_pid" (or None), "files_removed"}``
+        """
+        version = int(version)
+        with self._lock():
+            live = self.current()
+            if live and int(live["version"]) == version:
+                raise ValueError(f"version {version} of {self.model} is the one serving; deploy another first")
+            stopped = None
+            previous = _read_json(self.root / "previous.json")
+            if previous and int(previous.get("version", -1)) == version:
+                if _alive(previous.get("pid")):
+                    _stop(previous["pid"])
+                    stopped = previous["pid"]
+                (self.root / "previous.json").unlink(missing_ok=True)
+            vdir = self.root / f"v{version}"
+            existed = vdir.is_dir()
+            shutil.rmtree(vdir, ignore_errors=True)
+            return {"version": version, "stopped_pid": stopped, "files_removed": existed}
+
     def _describe(self, state: dict) -> dict:
         return {
             "region": "local",

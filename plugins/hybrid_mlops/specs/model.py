@@ -442,6 +442,10 @@ class ServingSpec(_Spec):
     #: server's service proxy (works from a worker outside a private cluster), ``url`` at the
     #: InferenceService's own URL (only when the worker can reach it).
     smoke_via: Literal["api_proxy", "url"] = "api_proxy"
+    #: When a deploy archives the prod version it replaced everywhere, also remove what still serves it:
+    #: KServe: the rollback target and the previous Knative revision of the one InferenceService; local:
+    #: the old predictor (if still running) and its unpacked model. Off: kept for a manual rollback.
+    remove_archived: bool = False
     #: A share of one GPU (MIG slice, MPS or time-slicing replica) instead of whole GPUs; ``None``
     #: (or ``none``): whole GPUs. A mode alone may be written as a string: ``gpu_sharing: time_slicing``.
     gpu_sharing: GpuSharing | None = None

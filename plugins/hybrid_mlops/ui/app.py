@@ -14,18 +14,21 @@ No token: 401 (the HTML page redirects to the auth manager's login page instead)
 
 from __future__ import annotations
 
+import contextlib
 import html
-import json
+import logging
 import threading
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 URL_PREFIX = "/hybrid-mlops"
+DETAILED_VERSIONS, MAX_VERSIONS = 10, 100  # as hybrid_mlops.ui.overview (not imported here: the plugin loads this)
 _overview = None
 _overview_lock = threading.Lock()
 _specs_cache: tuple[tuple, list] | None = None
+log = logging.getLogger(__name__)
 
 
 def overview():
@@ -79,12 +82,28 @@ def ui_base(request: Request) -> str:
     return root.removesuffix(URL_PREFIX).rstrip("/") + "/"
 
 
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI):
+    """Warm the caches once in the background when the api-server starts, so the first person to open the
+    page does not wait for every version's describe."""
+    def warm():
+        try:
+            overview().collect(load_specs())
+        except Exception as err:  # the page still works; the first load pays the cold cost
+            log.warning("Models page warm-up failed: %s", err)
+
+    threading.Thread(target=warm, name="models-page-warm-up", daemon=True).start()
+    yield
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(title="hybrid-mlops Models", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="hybrid-mlops Models", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
 
     @app.get("/api/models")
-    def models_json(request: Request, user=Depends(current_user)) -> JSONResponse:
-        return JSONResponse(overview().collect(permitted_specs(user)))
+    def models_json(request: Request, versions: int = Query(DETAILED_VERSIONS, ge=1, le=MAX_VERSIONS),
+                    user=Depends(current_user)) -> JSONResponse:
+        """``versions``: how many of each model's newest versions to detail (metrics, decision)."""
+        return JSONResponse(overview().collect(permitted_specs(user), detailed=versions))
 
     @app.get("/models", response_class=HTMLResponse)
     async def models_page(request: Request) -> Response:
@@ -241,8 +260,13 @@ def _render_cost(c: dict | None, links: dict, base: str) -> str:
 def _render_versions(m: dict) -> str:
     names = m["metric_names"]
     head = "".join(f"<th>{_e(n)}</th>" for n in names)
-    rows = []
+    rows, older = [], []
     for v in m["versions"]:
+        if not v.get("detailed"):
+            older.append(f"<tr class='version' data-version='{_e(v['version'])}'><td>{_e(v['version'])}</td>"
+                         f"<td>{_e(v['status'])}</td><td>{_e(v.get('stage') or '–')}</td>"
+                         f"<td class='muted'>{_e(str(v.get('created'))[:19])}</td></tr>")
+            continue
         stage = v.get("stage") or ""
         who = v.get("decided_by") or (v.get("decision") == "rules" and "rules") or ""
         rows.append(
@@ -254,11 +278,11 @@ def _render_versions(m: dict) -> str:
             f"<td class='muted'>{_e(str(v.get('created'))[:19])}</td></tr>")
     table = (f"<table><tr><th>version</th><th>approval</th><th>stage</th>{head}<th>decided by</th>"
              f"<th>trigger</th><th>registered</th></tr>{''.join(rows)}</table>")
-    return f"<details open><summary>{len(m['versions'])} registry version(s)</summary>{table}</details>"
+    more = (f"<details><summary>{len(older)} older version(s) (details: the JSON API's ?versions=)</summary>"
+            f"<table><tr><th>version</th><th>approval</th><th>stage</th><th>registered</th></tr>{''.join(older)}"
+            "</table></details>") if older else ""
+    return f"<details open><summary>{len(rows)} newest version(s)</summary>{table}</details>{more}"
 
-
-def to_json(data: dict) -> str:
-    return json.dumps(data, indent=2, sort_keys=True)
 
 
 app = create_app()

@@ -3,10 +3,11 @@
 Per model spec:
 
 - **registry**: ``ListModelPackages`` (one page of up to 100 summaries: version, approval status and, on
-  ``aws``, ``ModelLifeCycle``); on ``local`` the ModelLifeCycle mirror is listed once and only changed
-  blocks (by ETag) are fetched. Metrics, the decision and the person come from ``DescribeModelPackage``
+  ``aws``, ``ModelLifeCycle``). The newest :data:`DETAILED_VERSIONS` versions and every served one are
+  detailed: metrics, the decision and the person from ``DescribeModelPackage``
   (``CustomerMetadataProperties``, ``ApprovalDescription``), cached per version and fetched again only
-  when its approval status or stage changed: a warm page load describes nothing that did not change;
+  when its approval status or stage changed, so a warm page load describes nothing that did not change;
+  on ``local`` the ModelLifeCycle mirror is listed once and only changed blocks (by ETag) are fetched;
 - **serving**: the deployment record ``record_deployment`` writes (``deployments/<model>.json``: version,
   target, regions with traffic and replicas) and, on ``local``, whether its predictor still runs;
 - **drift**: the newest ``monitoring/<model>/<yyyy>/<mm>/<dd>/<hh>/report.json`` (the monitor's summary);
@@ -31,6 +32,9 @@ from hybrid_mlops.specs.model import ModelSpec
 MAX_CONCURRENCY = 8
 #: Versions listed per model (one ListModelPackages page).
 MAX_VERSIONS = 100
+#: Versions per model shown with their metrics and decision (the newest, plus every version a deployment
+#: record names); older ones are listed from the summaries alone (version, approval status, stage on aws).
+DETAILED_VERSIONS = 10
 #: Rebuild the AWS clients this often (credentials of a rotated connection).
 CLIENT_TTL_SECONDS = 600
 
@@ -81,15 +85,18 @@ class ModelsOverview:
 
     # -- collection --------------------------------------------------------------------------------
 
-    def collect(self, specs: list[ModelSpec], *, today: date | None = None) -> dict:
-        """The page's document: ``{"generated_at", "target", "cost_day", "models": [...]}``."""
+    def collect(self, specs: list[ModelSpec], *, today: date | None = None, detailed: int = DETAILED_VERSIONS) -> dict:
+        """The page's document: ``{"generated_at", "target", "cost_day", "models": [...]}``.
+
+        :param detailed: versions per model described (metrics, decision), newest first.
+        """
         registry, records = self._clients()
         bucket = settings.bucket()
         day = ((today or datetime.now(timezone.utc).date()) - timedelta(days=1)).isoformat()
         self.requests = 0
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="models-page") as pool:
             cost_f = pool.submit(records.cost_report, bucket, day)
-            firsts = {s.name: pool.submit(self._first_pass, registry, records, bucket, s) for s in specs}
+            firsts = {s.name: pool.submit(self._first_pass, registry, records, bucket, s, detailed) for s in specs}
             first = {name: f.result() for name, f in firsts.items()}
             # Second pass: every describe and mirror read the fleet needs, on the same pool.
             mirror_jobs = [(arn, etag) for f in first.values() for arn, etag in f["mirror_todo"]]
@@ -104,8 +111,8 @@ class ModelsOverview:
                         lifecycle = self._mirror[s["ModelPackageArn"]][1]
                         if lifecycle:
                             s["ModelLifeCycle"] = lifecycle
-            todo = [s for f in first.values() for s in f["summaries"]
-                    if self._described.get(s["ModelPackageArn"], ((),))[0] != _fingerprint(s)]
+            todo = [s for f in first.values() for s in f["summaries"] if s["ModelPackageArn"] in f["detailed"]
+                    and self._described.get(s["ModelPackageArn"], ((),))[0] != _fingerprint(s)]
             for s, described in zip(todo, pool.map(lambda s: registry.describe_package(
                     s["ModelPackageArn"], with_mirror=False), todo)):
                 with self._lock:
@@ -121,22 +128,28 @@ class ModelsOverview:
             "models": models,
         }
 
-    def _first_pass(self, registry, records, bucket: str, spec: ModelSpec) -> dict:
+    def _first_pass(self, registry, records, bucket: str, spec: ModelSpec, detailed: int) -> dict:
         summaries = registry.list_versions(spec.registry.model_package_group, limit=MAX_VERSIONS)
+        deployment = records.deployment_record(bucket, spec.name)
+        served = {(deployment or {}).get("version")} | {
+            e.get("version") for e in ((deployment or {}).get("regions") or {}).values()}
+        chosen = {s["ModelPackageArn"] for i, s in enumerate(summaries)
+                  if i < detailed or s.get("ModelPackageVersion") in served}
         mirror_todo: list[tuple[str, str]] = []
         if summaries and registry.mirrors_lifecycle() and any("ModelLifeCycle" not in s for s in summaries):
             etags = registry.lifecycle_mirror_etags(summaries[0]["ModelPackageArn"])
             for s in summaries:
                 arn = s["ModelPackageArn"]
-                if "ModelLifeCycle" in s or arn not in etags:
+                if "ModelLifeCycle" in s or arn not in etags or arn not in chosen:
                     continue
                 cached = self._mirror.get(arn)
                 if cached is None or cached[0] != etags[arn]:
                     mirror_todo.append((arn, etags[arn]))
         return {
             "summaries": summaries,
+            "detailed": chosen,
             "mirror_todo": mirror_todo,
-            "deployment": records.deployment_record(bucket, spec.name),
+            "deployment": deployment,
             "drift": records.newest_drift_report(bucket, spec.name),
         }
 
@@ -146,7 +159,8 @@ class ModelsOverview:
         metric_names = [*spec.approval.rules, "oracle_roc_auc"]
         versions = []
         for s in first["summaries"]:
-            described = self._described.get(s["ModelPackageArn"], ((), {}))[1]
+            detailed = s["ModelPackageArn"] in first["detailed"]
+            described = self._described.get(s["ModelPackageArn"], ((), {}))[1] if detailed else {}
             props = described.get("CustomerMetadataProperties") or {}
             lifecycle = s.get("ModelLifeCycle") or described.get("ModelLifeCycle") or {}
             metrics = {m: _number(props.get(m)) for m in metric_names if _number(props.get(m)) is not None}
@@ -165,6 +179,7 @@ class ModelsOverview:
                 "training_job": props.get("training_job"),
                 "run_id": props.get("run_id"),
                 "metrics": metrics,
+                "detailed": detailed,
             })
         deployment = first["deployment"]
         if deployment and settings.is_local():

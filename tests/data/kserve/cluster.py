@@ -43,6 +43,7 @@ class FakeCluster:
                 emu.resources[f"{G}/{V}/{P}"] = kmock.ResourceInfo(kind="InferenceService", namespaced=True)
                 emu.resources["apps/v1/deployments"] = kmock.ResourceInfo(kind="Deployment", namespaced=True)
                 emu.resources["v1/services"] = kmock.ResourceInfo(kind="Service", namespaced=True)
+                emu.resources["serving.knative.dev/v1/revisions"] = kmock.ResourceInfo(kind="Revision", namespaced=True)
                 emu[kmock.action.CREATE] << 201 << (lambda req: req.data)  # the client decodes only 201
                 emu[PROXY_PATH] << self._proxy  # the API server's service proxy
                 self._box.update(emu=emu, stop=asyncio.Event(), loop=asyncio.get_running_loop())
