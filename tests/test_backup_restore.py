@@ -295,3 +295,30 @@ def test_backup_settings_and_an_unversioned_bucket_are_refused(aws, monkeypatch)
         store.ensure_versioned_bucket("plain-bucket", "ap-south-1")
     assert store.ensure_versioned_bucket("new-backups", TARGET_REGION) == "created"
     assert store.ensure_versioned_bucket("new-backups", TARGET_REGION) == "verified"
+
+
+@pytest.mark.parametrize("conf, field", [
+    ({"snapshot_id": "yesterday"}, "snapshot_id"),
+    ({"target_region": "europe"}, "target_region"),
+    ({"target_region": "eu-west-1", "target_bucket": "Restored_Bucket"}, "target_bucket"),
+    ({"target_region": "eu-west-1", "target_role_arn": "arn:aws:iam::12345:user/me"}, "target_role_arn"),
+    ({"target_region": "eu-west-1", "dry_run": "no"}, "dry_run"),
+    ({"target_region": "eu-west-1", "overwrite": "yes"}, "overwrite"),
+])
+def test_the_restore_form_is_typed_and_refuses_a_bad_value_naming_the_field(spec, conf, field):
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from hybrid_mlops.dags import restore_ml_assets
+
+    dag = restore_ml_assets.build([spec])[0]
+    for name in dag.params:
+        param = dag.params.get_param(name)
+        assert param.schema.get("type") and param.description, name
+    params = copy.deepcopy(dag.params)
+    params.update({"target_region": "eu-west-1"})
+    assert params.validate()["snapshot_id"] == "latest" and params.validate()["dry_run"] is True
+    with pytest.raises(ParamValidationError, match=rf"\b{field}\b"):
+        params.update(conf)  # a trigger's conf is validated as it is set
+        params.validate()

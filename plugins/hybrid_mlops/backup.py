@@ -308,7 +308,7 @@ def plan_restore(params: dict) -> dict:
     store = _stores(region)
     sid = resolve_snapshot(store, bucket, params.get("snapshot_id") or LATEST)
     key = snapshot_prefix(sid) + MANIFEST
-    raw = store.conn.get_object(Bucket=bucket, Key=key)["Body"].read()
+    raw = store.get_bytes(bucket, key)
     manifest = json.loads(raw)
     target_region = params.get("target_region") or ""
     if not re.fullmatch(settings.REGION_PATTERN, target_region):
@@ -321,6 +321,9 @@ def plan_restore(params: dict) -> dict:
     same = [b for b, t in buckets.items() if b == t]
     if same and not role:
         raise _fail(f"target_bucket={template!r} restores {same} onto itself; a restore writes new buckets")
+    if params.get("overwrite") and not role and target_region == manifest["source"]["region"]:
+        raise _fail(f"target_region={target_region} is the snapshot's own region and account: with overwrite the "
+                    "restore would add a twin of every version to the groups it was taken from")
     # Every part the restore reads is checked against the manifest before anything is written.
     for part in [*manifest["registry"], manifest["configuration"]]:
         try:
@@ -347,7 +350,7 @@ def plan_restore(params: dict) -> dict:
     for group in plan["groups"]:
         described = tregistry.describe_group(group)
         if described and tregistry.tags(described["ModelPackageGroupArn"]).get(RESTORE_TAG) != sid \
-                and next(tregistry._summaries(group, limit=1), None):
+                and tregistry.has_versions(group):
             occupied.append(f"model package group {group} in {target_region} has versions")
     if occupied and not plan["overwrite"]:
         raise _fail(f"the restore target is not empty: {'; '.join(occupied)}. Restore into an empty region or "
@@ -380,7 +383,7 @@ def restore_artifacts(plan: dict) -> dict:
         done = store.copy_with_checksum({"Bucket": plan["backup_bucket"], "Key": entry["key"]}, target,
                                         entry["source_key"], content_type=entry.get("content_type"))
         if done["sha256"] != entry["sha256"]:
-            store.conn.delete_object(Bucket=target, Key=entry["source_key"])
+            store.delete(target, entry["source_key"])
             corrupt.append(f"s3://{plan['backup_bucket']}/{entry['key']} has SHA-256 {done['sha256']}, the manifest "
                            f"recorded {entry['sha256']} (backup version {entry['backup_version_id']})")
             continue
@@ -406,6 +409,17 @@ def _restored_urls(plan: dict, manifest: dict) -> dict[str, str]:
     return {a["source"]: f"s3://{plan['buckets'][a['source_bucket']]}/{a['source_key']}" for a in manifest["artifacts"]}
 
 
+def _realign(registry, restored: dict, version: dict) -> None:
+    """A version restored earlier (an overwrite from another snapshot) takes this snapshot's status and stage."""
+    lifecycle = version.get("ModelLifeCycle")
+    if restored["ModelApprovalStatus"] == version["ModelApprovalStatus"] and \
+            restored.get("ApprovalDescription") == version.get("ApprovalDescription") and \
+            (lifecycle is None or restored.get("ModelLifeCycle") == lifecycle):
+        return
+    registry.update_package(restored["ModelPackageArn"], status=version["ModelApprovalStatus"],
+                            reason=version.get("ApprovalDescription") or "", lifecycle=lifecycle)
+
+
 def restore_registry(plan: dict) -> list[dict]:
     """Groups (description, tags) and versions, oldest first, with status, lifecycle stage and metadata;
     URLs of backed-up objects point at the restored buckets. A version already restored is reused."""
@@ -423,6 +437,7 @@ def restore_registry(plan: dict) -> list[dict]:
             source_arn = version["ModelPackageArn"]
             if source_arn in done:
                 arn, reused = done[source_arn]["ModelPackageArn"], True
+                _realign(registry, done[source_arn], version)
             else:
                 request = _rewrite(registry.create_request(version), urls)
                 request["ModelPackageGroupName"] = group
@@ -459,6 +474,10 @@ def restore_variables(plan: dict) -> dict:
     log.info("Variables restored: %s. Not in the backup (secrets), to set by hand: Variables %s; connections %s",
              restored, to_create, conns)
     return {"variables": restored, "secret_variables": to_create, "connections": conns}
+
+
+def _containers(version: dict) -> list[tuple]:
+    return [(c.get("Image"), c.get("ModelDataUrl")) for c in (version.get("InferenceSpecification") or {}).get("Containers", [])]
 
 
 def verify_restore(plan: dict) -> dict:
@@ -505,7 +524,7 @@ def verify_restore(plan: dict) -> dict:
             metadata = {k: v for k, v in (got.get("CustomerMetadataProperties") or {}).items() if k != RESTORED_FROM}
             if metadata != (source.get("CustomerMetadataProperties") or {}):
                 problems.append(f"{name}: CustomerMetadataProperties differ from the snapshot's")
-            if got.get("InferenceSpecification") != _rewrite(source.get("InferenceSpecification"), urls):
+            if _containers(got) != _containers(_rewrite(source, urls)):
                 problems.append(f"{name}: InferenceSpecification (model data URLs) is not the restored one")
     config = backup.get_json(plan["backup_bucket"], manifest["configuration"]["key"], manifest["configuration"]["sha256"])
     for variable in config["variables"]:

@@ -150,11 +150,17 @@ class BackupStoreHook(_SessionClient, S3Hook):
         return {"key": key, "size": len(body), "sha256": sha256_hex(answer["ChecksumSHA256"]),
                 "version_id": answer.get("VersionId")}
 
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        return self.conn.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.conn.delete_object(Bucket=bucket, Key=key)
+
     def get_json(self, bucket: str, key: str, sha256: str | None = None) -> Any:
         """Read a JSON document; with ``sha256``, fail naming the key when its bytes do not match it."""
         import hashlib
 
-        body = self.conn.get_object(Bucket=bucket, Key=key)["Body"].read()
+        body = self.get_bytes(bucket, key)
         if sha256 is not None and hashlib.sha256(body).hexdigest() != sha256:
             raise ValueError(f"s3://{bucket}/{key} has SHA-256 {hashlib.sha256(body).hexdigest()}, the manifest "
                              f"recorded {sha256}: the backup is corrupt")
@@ -264,6 +270,10 @@ class RegistryBackupHook(_SessionClient, ModelRegistryHook):
             if not page.get("NextToken"):
                 return tags
             kwargs["NextToken"] = page["NextToken"]
+
+    def has_versions(self, group: str) -> bool:
+        """Whether the group exists and holds at least one version."""
+        return self.describe_group(group) is not None and next(self._summaries(group, limit=1), None) is not None
 
     def versions(self, group: str) -> list[dict]:
         """Every version of the group, described (oldest first); [] when the group does not exist."""
