@@ -33,10 +33,8 @@ needs_predictor = pytest.mark.skipif(not REAL, reason=".venv-serve is not instal
 
 
 @pytest.fixture
-def sagemaker_spec(tmp_path, monkeypatch, artifacts_dir):
+def models_dir(tmp_path, monkeypatch) -> Path:
     """fraud-detection served on a SageMaker endpoint in one region (specs in a temp folder)."""
-    from hybrid_mlops.local.serving import free_port
-
     spec = yaml.safe_load((ROOT / "include/models/fraud-detection.yaml").read_text())
     spec["serving"].update(target="sagemaker", regions=["us-west-2"], gpu=0,
                            sagemaker={"image": IMAGE, "min_instances": 2, "max_instances": 6})
@@ -45,6 +43,14 @@ def sagemaker_spec(tmp_path, monkeypatch, artifacts_dir):
     models.mkdir()
     (models / "fraud-detection.yaml").write_text(yaml.safe_dump(spec))
     monkeypatch.setenv("HYBRID_MLOPS_MODELS_DIR", str(models))
+    return models
+
+
+@pytest.fixture
+def sagemaker_spec(tmp_path, monkeypatch, artifacts_dir, models_dir):
+    """The spec above on the local target, and the stand-in model's tarball."""
+    from hybrid_mlops.local.serving import free_port
+
     monkeypatch.setenv("HYBRID_MLOPS_TARGET", "local")
     monkeypatch.setenv("HYBRID_MLOPS_SERVING_PORT", str(free_port()))
     monkeypatch.setenv("HYBRID_MLOPS_LOCAL_DIR", str(tmp_path / "local"))
@@ -326,7 +332,42 @@ def test_aws_target_defers_on_the_provider_trigger_and_smoke_tests_through_invok
     assert boto3.client("application-autoscaling").describe_scalable_targets(
         ServiceNamespace="sagemaker")["ScalableTargets"][0]["MaxCapacity"] == 4
 
+    # an update that changes the instance type deregisters autoscaling first (AWS refuses it otherwise)
+    from hybrid_mlops.serving import sagemaker as s
+
+    aas = boto3.client("application-autoscaling")
+    live = boto3.client("sagemaker").describe_endpoint(EndpointName="fraud-detection")["EndpointConfigName"]
+    bigger = ServingSpec(target="sagemaker", regions=["us-west-2"],
+                         sagemaker={"image": IMAGE, "instance_type": "ml.c5.2xlarge"}).sagemaker
+    same = s.endpoint_config_request("fraud-detection", 2, "fraud-detection-v1", op.sm, bucket=bucket,
+                                     instance_count=2, cost_tags={})
+    op._prepare_scaling_for(live, same)
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    op._prepare_scaling_for(live, s.endpoint_config_request("fraud-detection", 2, "fraud-detection-v1", bigger,
+                                                            bucket=bucket, instance_count=2, cost_tags={}))
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    op._ensure_scaling()
+
     # the same version again: nothing to change, no wait, still smoke-tested (moto keys its answers by body)
     queue({"outputs": [{"name": "probability", "shape": [4], "datatype": "FP32", "data": [1.5, 0.2, 0.3, 0.4]}]})
     with pytest.raises(AirflowFailException, match=r"outside \[0, 1\]"):
         operator(1, fraud_smoke_sample(4, seed=12)).execute({})
+
+
+def test_dags_on_both_targets(models_dir, monkeypatch):
+    """deploy_<model> maps deploy_sagemaker over the spec's region on aws and local; batch_score_<model>
+    has a typed form and the spec's schedule (none here)."""
+    from hybrid_mlops.factory import build_dags
+
+    for target in ("aws", "local"):
+        monkeypatch.setenv("HYBRID_MLOPS_TARGET", target)
+        dag = build_dags("deploy")["deploy_fraud_detection"]
+        assert sorted(t.task_id for t in dag.tasks) == \
+            ["choose_regions", "deploy_sagemaker", "record_deployment", "resolve_model_package"]
+        assert dag.params.get_param("regions").schema["items"]["enum"] == ["us-west-2"]
+        batch = build_dags("batch_score")["batch_score_fraud_detection"]
+        assert [t.task_id for t in batch.topological_sort()] == \
+            ["check_request", "resolve_model_package", "transform_request", "batch_transform", "summary"]
+    form = batch.params
+    assert form.get_param("content_type").schema["enum"] == ["application/jsonlines", "text/csv"]
+    assert form.get_param("instance_count").schema["maximum"] == 100 and batch.schedule is None
