@@ -169,7 +169,10 @@ class DeploySageMakerEndpointOperator(BaseOperator):
                                            bucket=self.bucket,
                                            instance_count=count, cost_tags=self.extra_tags)
         new = config["EndpointConfigName"]
-        if self._describe("endpoint_config", new) is None:
+        existing = self._describe("endpoint_config", new)
+        if existing:  # an earlier run made it: its fleet size is the one the update starts
+            count = int(existing["ProductionVariants"][0]["InitialInstanceCount"])
+        else:
             self.log.info("Creating endpoint config %s (%s x %s, capture to %s)", new, count, self.sm.instance_type,
                           config["DataCaptureConfig"]["DestinationS3Uri"])
             self.hook.create_endpoint_config(config)
@@ -191,7 +194,7 @@ class DeploySageMakerEndpointOperator(BaseOperator):
                 return self._wait(context, previous=None, update=None)
         if status in IN_PROGRESS:
             raise AirflowException(f"endpoint {self.endpoint} is {status} with {serving_config}: another deploy is "
-                                   "running; this try is retried once it is done")
+                                   "running; deploy again once it is InService")
         if status != "InService":
             raise AirflowFailException(f"endpoint {self.endpoint} is {status} ({live.get('FailureReason')}); "
                                        "fix or delete it before deploying")
