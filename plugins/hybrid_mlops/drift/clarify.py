@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 
 import numpy as np
 
-ATTRIBUTIONS_SCRIPT = Path(__file__).resolve().parents[3] / "include" / "monitoring" / "attributions.py"
+from hybrid_mlops.settings import INCLUDE_DIR
+
+ATTRIBUTIONS_SCRIPT = INCLUDE_DIR / "monitoring" / "attributions.py"  # beside the DAGs on MWAA, like the specs
 BIAS_BASELINE = "analysis_bias.json"
 EXPLAINABILITY_BASELINE = "analysis_explainability.json"
 BASELINE_ROW = "explainability_baseline_row.json"

@@ -124,7 +124,9 @@ def _run(args, moto) -> int:
     served = serving.current()
     banner(f"serving: version {served['version']} behind {serving.url}")
     hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    sent = _send(serving.url, spec, _traffic_rows(spec, seed=101), show=5)
+    rows = _traffic_rows(spec, seed=101)
+    sent = _send(serving.url, spec, rows, show=5)
+    _put_labels(spec, rows, hour)  # ground truth of these rows arrives: model quality and bias drift use it
     numeric, category = _drift_targets(spec)
     banner(f"drifted traffic: {numeric} shifted by 3 standard deviations"
            + (f", an unseen {category} in 30 % of rows" if category else ""))
@@ -136,6 +138,7 @@ def _run(args, moto) -> int:
     run = run_dag(monitor, logical_date=hour + timedelta(hours=1))  # reports the hour before
     print(f"run {run.run_id}: {run.state}")
     _print_violations(args.model, hour)
+    _print_other_monitors(args.model, hour)
 
     from hybrid_mlops.assets import drift_asset_uri
 
@@ -248,6 +251,35 @@ def _print_violations(model: str, hour) -> None:
     print(f"s3://{settings.bucket()}/{key}: {len(violations)} violation(s)")
     for v in violations:
         print(f"  {v['feature_name']:<20} {v['constraint_check_type']:<26} {v['description'][:90]}")
+
+
+def _put_labels(spec, rows: dict[str, list], hour) -> None:
+    """Ground truth of the rows (one ``{id, label}`` line each) where the monitor joins it with the capture."""
+    import boto3
+
+    from hybrid_mlops import layout, settings
+
+    schema = spec.data_schema
+    body = "\n".join(json.dumps({schema.id: i, schema.label: y}, default=str)
+                     for i, y in zip(rows[schema.id], rows[schema.label]))
+    boto3.client("s3").put_object(Bucket=settings.bucket(), Key=f"{layout.labels_prefix(spec.name, hour)}demo.jsonl",
+                                  Body=body.encode())
+
+
+def _print_other_monitors(model: str, hour) -> None:
+    """The bias and feature-attribution monitors' verdicts (when the spec enables them)."""
+    import boto3
+
+    from hybrid_mlops import layout, settings
+
+    s3 = boto3.client("s3")
+    for monitor in ("model-bias", "feature-attribution"):
+        key = f"{layout.monitoring_prefix(model, hour)}{monitor}/report.json"
+        try:
+            report = json.loads(s3.get_object(Bucket=settings.bucket(), Key=key)["Body"].read())
+        except s3.exceptions.NoSuchKey:
+            continue
+        print(f"{monitor}: {report['status']}: {report['message'][:160]}")
 
 
 def spec_cooldown(model: str) -> float:
