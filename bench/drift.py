@@ -303,7 +303,7 @@ def main() -> None:
     ap.add_argument("--window-rows", type=int, default=100_000)
     ap.add_argument("--capture-rows", type=int, default=0, help="stream a capture window of this many rows from S3")
     ap.add_argument("--capture-numeric", type=int, default=6)
-    ap.add_argument("--batch-rows", type=int, default=1_000_000)
+    ap.add_argument("--batch-rows", type=int, default=250_000)
     ap.add_argument("--write-capture", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = ap.parse_args()

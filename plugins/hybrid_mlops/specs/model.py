@@ -584,7 +584,9 @@ class FeatureAttributionDrift(_Spec):
     exact_max_features: int = Field(12, ge=1, le=16)
     baseline_row: dict[str, str | int | float] | None = None
     processing_instance_type: str = Field("ml.m5.xlarge", pattern=r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
-    processing_image_uri: str | None = Field(None, description="the serving image by default (it has onnxruntime)")
+    processing_image_uri: str | None = Field(
+        None, description="the serving image by default (it has onnxruntime); on aws an ECR image (SageMaker "
+                          "Processing pulls only from ECR): push the predictor image there")
 
 
 class DriftSpec(_Spec):
