@@ -382,13 +382,19 @@ def ks_statistic_presorted(ref: np.ndarray, cur: np.ndarray) -> float:
     if n == 0 or m == 0:
         raise ValueError("ks_statistic_presorted: both samples must be non-empty")
     b_left = np.searchsorted(ref, cur, side="left")  # one search; side="right" only where a value ties the baseline
-    b_right = b_left.copy()
     hit = np.flatnonzero(ref[np.minimum(b_left, n - 1)] == cur)
-    if hit.size:
-        b_right[hit] = np.searchsorted(ref, cur[hit], side="right")
     new_run = np.empty(m, bool)  # the window's own ranks: its index, unless it ties its neighbours
     new_run[0] = True
     np.not_equal(cur[1:], cur[:-1], out=new_run[1:])
+    if not hit.size and new_run.all():
+        # no ties anywhere (continuous data): right limits are left limits moved by one window value, so
+        # e_right = e_left - n and the extremes of both come from e_left alone (few passes over the arrays)
+        e_left = np.multiply(b_left, m, dtype=np.int64)
+        e_left -= np.arange(0, m * n, n, dtype=np.int64)
+        return min(max(int(e_left.max()), n - int(e_left.min())) / (n * m), 1.0)
+    b_right = b_left.copy()
+    if hit.size:
+        b_right[hit] = np.searchsorted(ref, cur[hit], side="right")
     if new_run.all():
         w_left = np.arange(m, dtype=np.int64)
         w_right = w_left + 1
