@@ -86,21 +86,26 @@ def mwaa_execution_policy(d: Deployment) -> dict:
         # prepare_data lists its channels (a retry reuses them), the monitor lists the hour's capture,
         # HeadBucket checks the bucket: s3:ListBucket on the bucket.
         _statement("ArtifactsList", ["s3:ListBucket", "s3:GetBucketLocation"], [d.bucket_arn]),
-        # evaluate reads model.tar.gz, the monitor the baseline, the capture and the labels, a retry its channels;
-        # Athena reads the capture as the caller and the caller reads the results back.
+        # evaluate reads model.tar.gz, the monitor the baseline, the capture and the labels, a retry its channels
+        # (and a content-addressed script it may reuse); Athena reads the capture as the caller and the caller
+        # reads the results back.
         _statement("ArtifactsRead", ["s3:GetObject"], d.objects(
-            "data/{model}/", "models/{model}/", "capture/{model}/", "labels/{model}/", "monitoring/{model}/",
-            "cost-reports/", "athena-results/")),
-        # prepare_data writes the channels and the source bundle, evaluate the baseline beside model.tar.gz,
-        # the monitor its reports, the cost report its files; Athena writes results as the caller.
+            "data/{model}/", "code/monitoring/", "models/{model}/", "capture/{model}/", "labels/{model}/",
+            "monitoring/{model}/", "cost-reports/", "athena-results/")),
+        # prepare_data writes the channels and the source bundle, evaluate the baseline beside model.tar.gz and
+        # the explainability job's inputs (its script under code/monitoring/), the monitor its reports, the cost
+        # report its files; Athena writes results as the caller.
         _statement("ArtifactsWrite", ["s3:PutObject"], d.objects(
-            "data/{model}/", "code/{model}/", "models/{model}/", "monitoring/{model}/", "cost-reports/",
-            "athena-results/")),
-        # train: the job is named <model>-train-<run key>; tags on create need sagemaker:AddTags.
-        _statement("TrainingJobs", ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
-                                    "sagemaker:AddTags"],
-                   [d._arn("sagemaker", f"training-job/{m.name}-train-*") for m in d.models]),
-        # CreateTrainingJob hands the job its role.
+            "data/{model}/", "code/{model}/", "code/monitoring/", "models/{model}/", "monitoring/{model}/",
+            "cost-reports/", "athena-results/")),
+        # train (<model>-train-<run key>) and the explainability baseline (a Processing job named from the
+        # model); tags on create need sagemaker:AddTags.
+        _statement("SageMakerJobs", ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
+                                     "sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob",
+                                     "sagemaker:AddTags"],
+                   [d._arn("sagemaker", f"training-job/{m.name}-train-*") for m in d.models]
+                   + [d._arn("sagemaker", f"processing-job/{m.name}-*") for m in d.models]),
+        # CreateTrainingJob and CreateProcessingJob hand the job its role.
         _statement("PassSageMakerRole", ["iam:PassRole"], [d.sagemaker_role_arn],
                    Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
         # register / approval_gate / deploy: the model's own group and its versions only.
@@ -109,8 +114,9 @@ def mwaa_execution_policy(d: Deployment) -> dict:
             "sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
             [d._arn("sagemaker", f"model-package-group/{g}") for g in groups]
             + [d._arn("sagemaker", f"model-package/{g}/*") for g in groups]),
-        # the latest version of a group: SageMaker's List actions have no resource types, AWS requires "*".
-        _statement("RegistryList", ["sagemaker:ListModelPackages"], ["*"]),
+        # the latest version of a group; the cost report's training jobs of the day: SageMaker's List actions
+        # have no resource types, AWS requires "*".
+        _statement("SageMakerList", ["sagemaker:ListModelPackages", "sagemaker:ListTrainingJobs"], ["*"]),
         # deploy: the kube config of each serving region's cluster (the token is signed locally).
         _statement("EksClusters", ["eks:DescribeCluster"],
                    [d._arn("eks", f"cluster/{name}", region) for region, name in d.clusters]),
@@ -139,13 +145,15 @@ def mwaa_execution_policy(d: Deployment) -> dict:
 
 
 def sagemaker_execution_policy(d: Deployment) -> dict:
-    """What a training job reads and writes as the SageMaker execution role (channels in, model out)."""
+    """What the jobs read and write as the SageMaker execution role (training: channels in, model out;
+    the explainability baseline's Processing job: model and rows in, analysis out)."""
     return {"Version": "2012-10-17", "Statement": [
         # SageMaker lists an S3Prefix channel and the checkpoint prefix it resumes from.
         _statement("ArtifactsList", ["s3:ListBucket"], [d.bucket_arn]),
-        # the channels, the source bundle, and the checkpoints of a resumed spot job.
-        _statement("ChannelsRead", ["s3:GetObject"], d.objects("data/{model}/", "code/{model}/",
-                                                               "checkpoints/{model}/")),
-        # model.tar.gz and the checkpoints.
+        # the channels, the source bundle, the checkpoints of a resumed spot job; the explainability job's
+        # inputs (the model, its rows, the content-addressed script).
+        _statement("ChannelsRead", ["s3:GetObject"], d.objects("data/{model}/", "code/{model}/", "code/monitoring/",
+                                                               "models/{model}/", "checkpoints/{model}/")),
+        # model.tar.gz and the checkpoints; the explainability job's analysis beside the model.
         _statement("OutputWrite", ["s3:PutObject"], d.objects("models/{model}/", "checkpoints/{model}/")),
     ]}
