@@ -32,14 +32,15 @@ def test_review_markdown_sets_the_candidate_beside_production():
         model="fraud-detection", candidate={"version": 7, "metrics": {"accuracy": 0.97, "roc_auc": 0.87}},
         production={"version": 5, "metrics": {"accuracy": 0.96, "roc_auc": 0.91}}, rules=RULES,
         reason="needs a person: roc_auc=0.8700 in [0.8, 0.9)",
-        metrics={"accuracy": 0.97, "roc_auc": 0.87, "f1": 0.6, "oracle_roc_auc": 0.89},
+        metrics={"accuracy": 0.97, "roc_auc": 0.87, "f1": 0.6, "oracle_roc_auc": 0.89, "training_rows": 4000},
         links={"evaluation.json": "https://console.aws.amazon.com/s3/object/b?prefix=e.json", "none": None},
         drift={"window_start": "2026-11-30T10:00:00+00:00", "violated_features": ["amount", "channel"],
                "report_uri": "s3://b/monitoring/fraud-detection/2026/11/30/10/constraint_violations.json"},
+        metric_names=["accuracy", "roc_auc", "f1"],
     )
     assert "| metric | candidate v7 | production v5 | approve at | reject past |" in body
     assert "| roc_auc | 0.8700 | 0.9100 | >= 0.9 | < 0.8 |" in body
-    assert "| f1 | 0.6000 | – | | |" in body
+    assert "| f1 | 0.6000 | – | | |" in body and "| training_rows" not in body
     assert "oracle_roc_auc **0.8900** (the best any model can reach on this data)" in body
     assert "violated features: amount, channel" in body
     assert "[evaluation.json](https://console.aws.amazon.com/s3/object/b?prefix=e.json)" in body and "[none]" not in body

@@ -88,6 +88,7 @@ def review_markdown(
     metrics: Mapping[str, float],
     links: Mapping[str, str],
     drift: Mapping[str, object] | None = None,
+    metric_names: tuple[str, ...] | list[str] = (),
 ) -> str:
     """The human-in-the-loop body (markdown): the candidate's metrics beside the production version's and
     the rules' bars, the oracle / baseline figures the evaluation carries, the drift report that started
@@ -97,6 +98,8 @@ def review_markdown(
     :param production: ``{"version", "metrics"}`` of the version serving in prod, None when none.
     :param metrics: every figure of the candidate's evaluation (``oracle_*`` / ``baseline_*`` shown below).
     :param links: label -> URL, listed in that order.
+    :param metric_names: the task's other metrics to show below the rules' (the evaluation also holds
+        counts and timings, which are no quality figure).
     """
     prod = production or {}
     head = f"| metric | candidate v{candidate['version']} | " + (
@@ -107,8 +110,8 @@ def review_markdown(
         sign = (">=", "<") if rule.direction > 0 else ("<=", ">")
         lines.append(f"| {name} | {_figure(candidate['metrics'].get(name))} | {_figure(prod.get('metrics', {}).get(name))}"
                      f" | {sign[0]} {rule.approve_at} | {sign[1]} {floor} |")
-    for name in sorted(k for k in metrics if k not in rules and not k.startswith(("oracle_", "baseline_"))):
-        if isinstance(metrics[name], (int, float)) and name not in ("threshold", "onnx_max_abs_diff"):
+    for name in (n for n in metric_names if n not in rules):
+        if isinstance(metrics.get(name), (int, float)):
             lines.append(f"| {name} | {_figure(metrics[name])} | {_figure(prod.get('metrics', {}).get(name))} | | |")
     ceilings = {k: v for k, v in metrics.items() if k.startswith(("oracle_", "baseline_")) and isinstance(v, (int, float))}
     if ceilings:

@@ -376,6 +376,7 @@ def review_body(spec: ModelSpec, candidate: dict, metrics: dict, reason: str, ho
 
     from hybrid_mlops.approval import review_markdown
     from hybrid_mlops.hooks.registry import STAGE_PROD, split_metadata_list
+    from hybrid_mlops.specs.model import TASK_METRICS
     from hybrid_mlops.links.registry import ModelPackageLink
     from hybrid_mlops.links.sagemaker import SageMakerTrainingJobLink
     from hybrid_mlops.ui.app import URL_PREFIX
@@ -423,6 +424,7 @@ def review_body(spec: ModelSpec, candidate: dict, metrics: dict, reason: str, ho
     return review_markdown(
         model=spec.name, candidate={"version": candidate["ModelPackageVersion"], "metrics": metrics},
         production=production, rules=spec.approval.rules, reason=reason, metrics=metrics, links=links, drift=drift,
+        metric_names=TASK_METRICS[spec.task],
     )
 
 
