@@ -255,10 +255,19 @@ def test_restore_drill(fleet, artifacts_dir, tmp_path, spec):
         [(1, "Approved"), (2, "Approved"), (3, "Rejected")]
     assert all(f":{OTHER_ACCOUNT}:model-package/" in p["ModelPackageArn"] for p in summaries)
 
+    # A rerun of the same restore (a retried task, a cleared run) continues: nothing copied or registered twice.
+    again = backup.plan_restore({**conf, "dry_run": False, "target_bucket": "{bucket}-{region}"})
+    assert backup.restore_artifacts(again) == {"copied": 0, "already_restored": 15}
+    assert all(m["reused"] for m in backup.restore_registry(again))
+    assert len(target.versions(GROUP)) == 3
+
     # -- what a restore refuses ----------------------------------------------------------------------
     params = {"snapshot_id": "latest", "target_region": TARGET_REGION, "target_bucket": "{bucket}-{region}"}
     with pytest.raises(AirflowFailException, match=rf"not empty: s3://{RESTORED} holds objects.*{GROUP} in {TARGET_REGION} has versions"):
         backup.plan_restore(params)  # the second snapshot into what the first one restored
+
+    with pytest.raises(AirflowFailException, match="twin of every version"):
+        backup.plan_restore({**params, "target_region": SOURCE_REGION, "overwrite": True})
 
     tar_key = f"artifacts/{BUCKET}/{source_versions[1]['ModelDataUrl'].split(BUCKET + '/', 1)[1]}"
     s3.put_object(Bucket=BACKUP_BUCKET, Key=tar_key, Body=b"not the model")  # a corrupted backup object

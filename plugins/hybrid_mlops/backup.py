@@ -448,12 +448,12 @@ def restore_registry(plan: dict) -> list[dict]:
                 if version.get("ApprovalDescription"):  # CreateModelPackage takes no ApprovalDescription
                     registry.update_package(arn, status=version["ModelApprovalStatus"],
                                             reason=version["ApprovalDescription"])
-            restored = registry.describe_package(arn)
-            mapping.append({"group": group, "source_version": version["ModelPackageVersion"],
-                            "version": restored["ModelPackageVersion"], "arn": arn, "reused": reused})
-            log.info("%s version %s -> %s (%s, %s)%s", group, version["ModelPackageVersion"],
-                     restored["ModelPackageVersion"], restored["ModelApprovalStatus"],
-                     (restored.get("ModelLifeCycle") or {}).get("Stage"), " (already restored)" if reused else "")
+            number = int(arn.rsplit("/", 1)[1])  # arn:...:model-package/<group>/<version>
+            mapping.append({"group": group, "source_version": version["ModelPackageVersion"], "version": number,
+                            "arn": arn, "reused": reused})
+            log.info("%s version %s -> %s (%s, %s)%s", group, version["ModelPackageVersion"], number,
+                     version["ModelApprovalStatus"], (version.get("ModelLifeCycle") or {}).get("Stage"),
+                     " (already restored)" if reused else "")
     return mapping
 
 
