@@ -16,6 +16,8 @@ INFRA = Path(__file__).resolve().parents[1]
 
 
 def build(app: cdk.App, config_path: str | Path) -> dict[str, cdk.Stack]:
+    # Exports between the primary stacks stay strong (a consumer protects its producer), said explicitly.
+    app.node.set_context("@aws-cdk/core:defaultCrossStackReferences", "strong")
     path = Path(config_path)
     c = load_config(path if path.is_absolute() else INFRA / path)
     prefix, account = c["prefix"], c["account"]
@@ -34,8 +36,8 @@ def build(app: cdk.App, config_path: str | Path) -> dict[str, cdk.Stack]:
         if region != c.primary:
             regional = stacks[f"mlops-{region}"] = RegionalStack(app, f"{prefix}-mlops-{region}", config=c,
                                                                  env=env(region))
-            regional.add_dependency(keys)  # its key policy names the replication role
-            mlops.add_dependency(regional)  # replication needs the replica buckets
+            regional.add_stack_dependency(keys)  # its key policy names the replication role
+            mlops.add_stack_dependency(regional)  # replication needs the replica buckets
     stacks["inference"] = InferenceStack(app, f"{prefix}-inference", config=c, env=env(c.primary))
     for stack in stacks.values():
         cdk.Tags.of(stack).add("project", prefix)

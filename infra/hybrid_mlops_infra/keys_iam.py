@@ -58,6 +58,11 @@ class KeysIamStack(Stack):
             sid="RolesUseTheKeyThroughS3",
             principals=[self.mwaa_role, self.sagemaker_role],
             actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=["*"], conditions=s3_via(region)))
+        # MWAA encrypts its Celery queue with the environment's key (KmsKey), used by the role through SQS.
+        self.artifacts_key.add_to_resource_policy(iam.PolicyStatement(
+            sid="MwaaQueueThroughSqs", principals=[self.mwaa_role],
+            actions=["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey*", "kms:Encrypt"], resources=["*"],
+            conditions={"StringEquals": {"kms:ViaService": f"sqs.{region}.amazonaws.com"}}))
         self.artifacts_key.add_to_resource_policy(iam.PolicyStatement(
             sid="ReplicationReadsSourceObjects", principals=[self.replication_role],
             actions=["kms:Decrypt"], resources=["*"], conditions=s3_via(region)))
@@ -92,10 +97,6 @@ class KeysIamStack(Stack):
                                 actions=["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                                          "sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:SendMessage"],
                                 resources=[f"arn:aws:sqs:{region}:*:airflow-celery-*"]),
-            iam.PolicyStatement(sid="QueueKey",
-                                actions=["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey*", "kms:Encrypt"],
-                                not_resources=[f"arn:aws:kms:*:{account}:key/*"],
-                                conditions={"StringLike": {"kms:ViaService": [f"sqs.{region}.amazonaws.com"]}}),
         ])
 
     @staticmethod
