@@ -270,7 +270,10 @@ def test_restore_drill(fleet, artifacts_dir, tmp_path, spec):
         backup.plan_restore({**params, "target_region": SOURCE_REGION, "overwrite": True})
 
     tar_key = f"artifacts/{BUCKET}/{source_versions[1]['ModelDataUrl'].split(BUCKET + '/', 1)[1]}"
-    s3.put_object(Bucket=BACKUP_BUCKET, Key=tar_key, Body=b"not the model")  # a corrupted backup object
+    # A corrupted backup: the snapshot's version of the object is gone and another one replaced it.
+    pinned = next(a["backup_version_id"] for a in second["artifacts"] if a["key"] == tar_key)
+    s3.delete_object(Bucket=BACKUP_BUCKET, Key=tar_key, VersionId=pinned)
+    s3.put_object(Bucket=BACKUP_BUCKET, Key=tar_key, Body=b"not the model")
     plan = backup.plan_restore({**params, "target_region": "ap-northeast-2"})
     with pytest.raises(AirflowFailException, match=rf"s3://{BACKUP_BUCKET}/{tar_key} has SHA-256 "):
         backup.restore_artifacts(plan)

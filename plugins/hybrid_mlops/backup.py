@@ -364,11 +364,13 @@ def plan_restore(params: dict) -> dict:
 
 def restore_artifacts(plan: dict) -> dict:
     """Copy every artifact from the backup into its restored bucket; S3 computes each copy's SHA-256, and a
-    copy that differs from the manifest fails the task naming the backup key (the bad copy is deleted)."""
+    copy that differs from the manifest fails the task naming the backup key (the bad copy is deleted).
+    Each object is copied from the backup version the snapshot names (S3 versions never change)."""
     from hybrid_mlops.hooks.backup import sha256_hex
 
     manifest = _manifest(plan)
     store, _ = _target(plan)
+    backup = _stores(plan["backup_region"])
     ready, copied, kept, corrupt = set(), 0, 0, []
     for entry in manifest["artifacts"]:
         target = plan["buckets"][entry["source_bucket"]]
@@ -380,17 +382,25 @@ def restore_artifacts(plan: dict) -> dict:
         if have and have.get("ChecksumSHA256") and sha256_hex(have["ChecksumSHA256"]) == entry["sha256"]:
             kept += 1
             continue
-        done = store.copy_with_checksum({"Bucket": plan["backup_bucket"], "Key": entry["key"]}, target,
-                                        entry["source_key"], content_type=entry.get("content_type"))
+        # The version the snapshot copied (a later snapshot may have written a newer one under the same key);
+        # should it be gone, the current version, if its SHA-256 is the manifest's.
+        source = {"Bucket": plan["backup_bucket"], "Key": entry["key"]}
+        pinned = entry.get("backup_version_id")
+        if pinned and backup.head(plan["backup_bucket"], entry["key"], pinned):
+            source["VersionId"] = pinned
+        elif pinned:
+            log.warning("Version %s of s3://%s/%s (the snapshot's) is gone; trying the current version",
+                        pinned, plan["backup_bucket"], entry["key"])
+        done = store.copy_with_checksum(source, target, entry["source_key"], content_type=entry.get("content_type"))
         if done["sha256"] != entry["sha256"]:
             store.delete(target, entry["source_key"])
             corrupt.append(f"s3://{plan['backup_bucket']}/{entry['key']} has SHA-256 {done['sha256']}, the manifest "
-                           f"recorded {entry['sha256']} (backup version {entry['backup_version_id']})")
+                           f"recorded {entry['sha256']}" + ("" if "VersionId" in source else
+                                                            f" (the snapshot's version {pinned} is gone)"))
             continue
         copied += 1
     if corrupt:
-        raise _fail(f"corrupt backup objects in snapshot {plan['snapshot_id']}, not restored: " + "; ".join(corrupt)
-                    + ". The versioned bucket keeps the versions the manifest names")
+        raise _fail(f"corrupt backup objects in snapshot {plan['snapshot_id']}, not restored: " + "; ".join(corrupt))
     log.info("Artifacts: %d copied and checked, %d already restored", copied, kept)
     return {"copied": copied, "already_restored": kept}
 

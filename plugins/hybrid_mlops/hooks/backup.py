@@ -133,10 +133,13 @@ class BackupStoreHook(_SessionClient, S3Hook):
 
     # -- objects -----------------------------------------------------------------------------------
 
-    def head(self, bucket: str, key: str) -> dict | None:
-        """HeadObject with its checksum (``ChecksumMode=ENABLED``); None when there is no such object."""
+    def head(self, bucket: str, key: str, version_id: str | None = None) -> dict | None:
+        """HeadObject (of that version) with its checksum (``ChecksumMode=ENABLED``); None when there is none."""
+        request = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
+        if version_id:
+            request["VersionId"] = version_id
         try:
-            return self.conn.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+            return self.conn.head_object(**request)
         except ClientError as err:
             if err.response["Error"]["Code"] in _MISSING:
                 return None
