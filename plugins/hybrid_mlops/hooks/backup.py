@@ -251,11 +251,9 @@ class RegistryBackupHook(_SessionClient, ModelRegistryHook):
         described = self.describe_group(group)
         if described is None:
             return None
-        versions = [self.describe_package(s["ModelPackageArn"]) for s in self._summaries(group, limit=100_000)]
-        versions.sort(key=lambda v: v["ModelPackageVersion"])
         return {"group": group, "arn": described["ModelPackageGroupArn"],
                 "description": described.get("ModelPackageGroupDescription", ""),
-                "tags": self.tags(described["ModelPackageGroupArn"]), "versions": versions}
+                "tags": self.tags(described["ModelPackageGroupArn"]), "versions": self._described_versions(group)}
 
     def describe_group(self, group: str) -> dict | None:
         try:
@@ -280,8 +278,9 @@ class RegistryBackupHook(_SessionClient, ModelRegistryHook):
 
     def versions(self, group: str) -> list[dict]:
         """Every version of the group, described (oldest first); [] when the group does not exist."""
-        if self.describe_group(group) is None:
-            return []
+        return [] if self.describe_group(group) is None else self._described_versions(group)
+
+    def _described_versions(self, group: str) -> list[dict]:
         found = [self.describe_package(s["ModelPackageArn"]) for s in self._summaries(group, limit=100_000)]
         return sorted(found, key=lambda v: v["ModelPackageVersion"])
 
