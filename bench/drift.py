@@ -124,7 +124,8 @@ def prepare(ref_path: Path, numeric: list[str], directory: Path, rows: int | Non
 
 def run_engine(prepared: Path, ref_counts: dict, cur_path: Path, numeric: list[str],
                rows: int | None = None) -> tuple[float, list]:
-    """One window against the prepared baseline (``rows``: only the window's first rows)."""
+    """One window against the prepared baseline. ``rows``: only the window's first rows, read as Evidently
+    reads them (the first record batch of that size), so both are credited with what they read."""
     import scipy.special  # noqa: F401  (the engine's only scipy import, loaded lazily; before the clock)
 
     from hybrid_mlops.drift import engine
@@ -132,15 +133,18 @@ def run_engine(prepared: Path, ref_counts: dict, cur_path: Path, numeric: list[s
     t0 = time.perf_counter()
     cur_f = open_parquet(cur_path)
     base = engine.load_prepared(prepared, numeric)
-    out = [engine.numeric_drift_prepared(n, base[n], read_column(cur_f, n)[:rows], ks_alpha=1e-3) for n in numeric]
     if rows is None:
+        columns = {n: read_column(cur_f, n) for n in numeric}
         cur_counts = {name: category_counts(cur_f, name) for name in CATS}
     else:
-        table = cur_f.read(columns=list(CATS), use_threads=False).slice(0, rows)
+        batch = next(cur_f.iter_batches(batch_size=rows, use_threads=False))
+        columns = {n: batch.column(n).to_numpy() for n in numeric}
         cur_counts = {}
         for name in CATS:
-            vc = table.column(name).value_counts()
-            cur_counts[name] = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
+            vc = batch.column(name).value_counts()
+            cur_counts[name] = {k: c for k, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())
+                                if k is not None}
+    out = [engine.numeric_drift_prepared(n, base[n], columns[n], ks_alpha=1e-3) for n in numeric]
     for name in CATS:  # value counts in Arrow, then the 2 x K tests
         out.append(engine.categorical_drift_from_counts(name, ref_counts[name], cur_counts[name]))
     return time.perf_counter() - t0, out
