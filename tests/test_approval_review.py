@@ -23,6 +23,7 @@ def test_options_and_defaults_follow_the_lifecycle():
     assert review_option("Reject", "prod") == "Reject"
     op = RegistryApprovalOperator(task_id="r", package_arn="arn", subject="?", defaults="Approve", stage_on_approval="prod")
     assert op.options == list(REVIEW_OPTIONS) and op.defaults == ["Approve to prod"]
+    assert list(op.serialized_params) == ["comment"]  # the form the person fills beside the options
     with pytest.raises(ValueError, match="stage_on_approval='archived'"):
         RegistryApprovalOperator(task_id="r", package_arn="arn", subject="?", stage_on_approval="archived")
 

@@ -31,6 +31,8 @@ class RecordsHook(S3Hook):
     _newest_lock = threading.Lock()
     #: (bucket, model) -> the newest report.json key seen: the next look lists only what is newer.
     _newest_report: dict[tuple[str, str], str] = {}
+    #: (bucket, key) -> (ETag, report): a report is read again only when it changed.
+    _reports: dict[tuple[str, str], tuple[str, dict]] = {}
 
     def get_json(self, bucket: str, key: str) -> dict | None:
         """The JSON document at ``key``, None when there is none."""
@@ -76,19 +78,19 @@ class RecordsHook(S3Hook):
                 return found
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
-    def newest_drift_report_key(self, bucket: str, model: str) -> str | None:
-        """Key of the newest ``monitoring/<model>/<yyyy>/<mm>/<dd>/<hh>/report.json``."""
+    def newest_drift_report_key(self, bucket: str, model: str) -> tuple[str, str | None] | None:
+        """``(key, ETag or None)`` of the newest ``monitoring/<model>/<yyyy>/<mm>/<dd>/<hh>/report.json``."""
         base = f"monitoring/{model}/"
         with self._newest_lock:
             known = self._newest_report.get((bucket, model))
-        if known:  # warm: one listing of the keys after the newest one seen
-            page = self.conn.list_objects_v2(Bucket=bucket, Prefix=base, StartAfter=known, MaxKeys=1000)
-            newer = [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith("/report.json")]
-            if page.get("IsTruncated") or newer:
-                known = None if page.get("IsTruncated") else max(newer)
-            if known:
-                self._remember(bucket, model, known)
-                return known
+        if known:  # warm: one listing from the newest hour seen (its report, re-written or not, and newer ones)
+            page = self.conn.list_objects_v2(Bucket=bucket, Prefix=base, StartAfter=known.rsplit("/", 1)[0],
+                                             MaxKeys=1000)
+            reports = {o["Key"]: o["ETag"] for o in page.get("Contents", []) if o["Key"].endswith("/report.json")}
+            if reports and not page.get("IsTruncated"):
+                key = max(reports)
+                self._remember(bucket, model, key)
+                return key, reports[key]
         prefix = base
         for _level in range(4):  # yyyy/ mm/ dd/ hh/: take the newest at each level
             levels = sorted(self._prefixes(bucket, prefix))
@@ -97,19 +99,33 @@ class RecordsHook(S3Hook):
             prefix = levels[-1]
         key = f"{prefix}report.json"
         self._remember(bucket, model, key)
-        return key
+        return key, None
 
     def _remember(self, bucket: str, model: str, key: str) -> None:
         with self._newest_lock:
             self._newest_report[(bucket, model)] = key
 
     def newest_drift_report(self, bucket: str, model: str) -> dict | None:
-        """The newest window's ``report.json`` (the monitor's summary) with its ``report_key``."""
-        key = self.newest_drift_report_key(bucket, model)
-        report = self.get_json(bucket, key) if key else None
-        if report is None:
+        """The newest window's ``report.json`` (the monitor's summary) with its ``report_key``; read again
+        only when its ETag changed."""
+        found = self.newest_drift_report_key(bucket, model)
+        if not found:
             return None
-        return {**report, "report_key": key}
+        key, etag = found
+        with self._newest_lock:
+            cached = self._reports.get((bucket, key))
+        if etag and cached and cached[0] == etag:
+            return cached[1]
+        try:
+            obj = self.conn.get_object(Bucket=bucket, Key=key)
+        except ClientError as err:
+            if err.response["Error"]["Code"] in ("NoSuchKey", "404", "NoSuchBucket"):
+                return None
+            raise
+        report = {**json.loads(obj["Body"].read()), "report_key": key}
+        with self._newest_lock:
+            self._reports[(bucket, key)] = (obj["ETag"], report)
+        return report
 
     # -- cost reports ------------------------------------------------------------------------------
 

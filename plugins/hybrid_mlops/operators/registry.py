@@ -185,8 +185,8 @@ class RegistryApprovalOperator(ApprovalOperator):
             raise ValueError(f"stage_on_approval={stage_on_approval!r} must be one of {APPROVAL_STAGES}")
         if isinstance(defaults, str):
             defaults = review_option(defaults, stage_on_approval)
-        kwargs.setdefault("params", {"comment": Param(
-            "", type="string", maxLength=200, title="Comment",
+        kwargs.setdefault("params", {"comment": Param(  # source "task": HITLOperator shows only the task's own
+            "", type="string", maxLength=200, title="Comment", source="task",
             description="Why (recorded in the registry beside your decision)")})
         super().__init__(**kwargs)
         # ApprovalOperator fixes its options to Approve / Reject: these are the lifecycle's.
