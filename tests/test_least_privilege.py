@@ -16,8 +16,9 @@ what Athena does as the caller in Glue and S3) is checked against the recorded r
 ARNs: every action a recorded request needs is allowed by the real policy, and every action of every
 statement is needed by one.
 
-The runs: ``retrain_fraud_detection`` with deploy on the ``local`` target (the training stand-in runs as
-the SageMaker execution role, as a SageMaker training job does), ``monitor_fraud_detection`` and
+The runs: ``retrain_fraud_detection`` with deploy and ``batch_score_fraud_detection`` on the ``local``
+target (the stand-ins of the training, Processing and Batch Transform jobs run as the SageMaker execution
+role, as the jobs do on AWS), ``monitor_fraud_detection`` and
 ``cost_report`` on the ``aws`` target (Athena and Cost Explorer answer with queued results, as in
 test_monitor_athena.py and test_cost_split.py), and the deploy's ``DescribeCluster`` of every serving
 region's cluster (recorded with enforcement off: moto cannot verify EKS request signatures). Then each statement is removed in turn and the recorded requests it covers are
@@ -105,6 +106,10 @@ def needed(call: dict, workgroup_of: dict) -> list[tuple[str, str]]:
             res = arn("sagemaker", f"training-job/{p['TrainingJobName'].lower()}")
         elif "ProcessingJobName" in p:
             res = arn("sagemaker", f"processing-job/{p['ProcessingJobName'].lower()}")
+        elif "TransformJobName" in p:
+            res = arn("sagemaker", f"transform-job/{p['TransformJobName'].lower()}")
+        elif "ModelName" in p:
+            res = arn("sagemaker", f"model/{p['ModelName'].lower()}")
         elif op == "CreateModelPackage":
             res = arn("sagemaker", f"model-package/{p['ModelPackageGroupName'].lower()}/*")
         elif "ModelPackageName" in p or "ModelPackageArn" in p:
@@ -114,8 +119,8 @@ def needed(call: dict, workgroup_of: dict) -> list[tuple[str, str]]:
         out = [(f"sagemaker:{op}", res)]
         if p.get("Tags"):
             out.append(("sagemaker:AddTags", res))
-        if "RoleArn" in p:  # CreateTrainingJob, CreateProcessingJob
-            out.append(("iam:PassRole", p["RoleArn"]))
+        if "RoleArn" in p or "ExecutionRoleArn" in p:  # CreateTrainingJob, CreateProcessingJob, CreateModel
+            out.append(("iam:PassRole", p.get("RoleArn") or p["ExecutionRoleArn"]))
         return out
     if service == "sns":
         topic = p.get("TopicArn") or p.get("TargetArn") or arn("sns", p["Name"])
@@ -258,6 +263,10 @@ def _setup_and_run(enf: Enforcing, env: pytest.MonkeyPatch, LocalServing) -> Non
 
     d = enf.deploy
     enf.admin("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    from test_sagemaker_serving import _jsonl, _rows
+
+    enf.admin("s3").put_object(Bucket=BUCKET, Key="batch-input/fraud-detection/part-0.jsonl",  # what batch_score scores
+                               Body=_jsonl(_rows(200, seed=5), 0, 200))
     for workgroup in (MONITOR_WORKGROUP, COST_WORKGROUP):
         enf.admin("athena").create_work_group(Name=workgroup, Configuration={
             "ResultConfiguration": {"OutputLocation": f"s3://{BUCKET}/athena-results/"}})
@@ -289,8 +298,23 @@ def _setup_and_run(enf: Enforcing, env: pytest.MonkeyPatch, LocalServing) -> Non
     enf.enforce(True)
     enf.recording = True
     run = run_dag(build_dags("retrain")["retrain_fraud_detection"],
-                  conf={"epochs": 1, "rows": 8000, "deploy": True}, hitl_choice="Approve")
+                  conf={"epochs": 1, "rows": 8000, "deploy": True}, hitl_choice="Approve to staging")
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+    # batch_score_fraud_detection: Batch Transform of a prefix with the approved version (the stand-in scores
+    # with the project's predictor, reading and writing as the job's role).
+    from hybrid_mlops.local import batch
+
+    def sagemaker_fetch(uri: str, path) -> None:
+        bucket, _, key = uri[5:].partition("/")
+        enf.client("sagemaker", "s3").download_file(bucket, key, str(path))
+
+    run_transform_job = batch.run_transform_job
+    env.setattr(batch, "run_transform_job", lambda model, transform, s3, *, fetch, **kw: run_transform_job(
+        model, transform, enf.client("sagemaker", "s3"), fetch=sagemaker_fetch, **kw))
+    run = build_dags("batch_score")["batch_score_fraud_detection"].test(run_conf={
+        "input_uri": f"s3://{BUCKET}/batch-input/fraud-detection/", "content_type": "application/jsonlines"})
+    assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+
     # The deploy on aws describes each serving region's cluster for its kube config. moto 5.2.5 rejects every
     # signed EKS request with SignatureDoesNotMatch when enforcing, so these are recorded unchecked and proven
     # against the policy with their real ARNs only.
