@@ -260,6 +260,16 @@ def test_restore_drill(fleet, artifacts_dir, tmp_path, spec):
     assert backup.restore_artifacts(again) == {"copied": 0, "already_restored": 15}
     assert all(m["reused"] for m in backup.restore_registry(again))
     assert len(target.versions(GROUP)) == 3
+    # verify names what does not match: an object gone, a status changed behind the restore's back.
+    gone = "models/fraud-detection/fraud-detection-train-1/output/statistics.json"
+    s3.delete_object(Bucket=RESTORED, Key=gone)
+    target.update_package(restored[2]["ModelPackageArn"], status="Approved", reason="by hand")
+    with pytest.raises(AirflowFailException, match=rf"problem\(s\)\):\ns3://{RESTORED}/{gone} is missing\n"
+                                                   rf"{GROUP} version 3: ModelApprovalStatus='Approved', the snapshot has 'Rejected'"):
+        backup.verify_restore(again)
+    assert backup.restore_artifacts(again) == {"copied": 1, "already_restored": 14}  # a rerun repairs both
+    backup.restore_registry(again)
+    assert target.describe_package(restored[2]["ModelPackageArn"])["ModelApprovalStatus"] == "Rejected"
 
     # -- what a restore refuses ----------------------------------------------------------------------
     params = {"snapshot_id": "latest", "target_region": TARGET_REGION, "target_bucket": "{bucket}-{region}"}
