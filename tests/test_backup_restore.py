@@ -222,7 +222,8 @@ def test_restore_drill(fleet, artifacts_dir, tmp_path, spec):
         assert r["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == \
             o["InferenceSpecification"]["Containers"][0]["ModelDataUrl"].replace(f"s3://{BUCKET}/", f"s3://{RESTORED}/")
         assert r["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"].startswith(f"s3://{RESTORED}/")
-        assert (r["MetadataProperties"], r["ModelPackageDescription"]) == (o["MetadataProperties"], o["ModelPackageDescription"])
+        for field in ("MetadataProperties", "ModelPackageDescription"):
+            assert r[field] == o[field]
     assert target.tags(target.describe_group(GROUP)["ModelPackageGroupArn"]) == \
         {"team": "risk-ml", "model": "fraud-detection", backup.RESTORE_TAG: manifest["snapshot_id"]}
     assert Variable.get(COOLDOWN_VAR) == "2026-11-30T03:00:00+00:00"
@@ -264,8 +265,9 @@ def test_restore_drill(fleet, artifacts_dir, tmp_path, spec):
     gone = "models/fraud-detection/fraud-detection-train-1/output/statistics.json"
     s3.delete_object(Bucket=RESTORED, Key=gone)
     target.update_package(restored[2]["ModelPackageArn"], status="Approved", reason="by hand")
-    with pytest.raises(AirflowFailException, match=rf"problem\(s\)\):\ns3://{RESTORED}/{gone} is missing\n"
-                                                   rf"{GROUP} version 3: ModelApprovalStatus='Approved', the snapshot has 'Rejected'"):
+    named = (rf"problem\(s\)\):\ns3://{RESTORED}/{gone} is missing\n"
+             rf"{GROUP} version 3: ModelApprovalStatus='Approved', the snapshot has 'Rejected'")
+    with pytest.raises(AirflowFailException, match=named):
         backup.verify_restore(again)
     assert backup.restore_artifacts(again) == {"copied": 1, "already_restored": 14}  # a rerun repairs both
     backup.restore_registry(again)
@@ -273,9 +275,12 @@ def test_restore_drill(fleet, artifacts_dir, tmp_path, spec):
 
     # -- what a restore refuses ----------------------------------------------------------------------
     params = {"snapshot_id": "latest", "target_region": TARGET_REGION, "target_bucket": "{bucket}-{region}"}
-    with pytest.raises(AirflowFailException, match=rf"not empty: s3://{RESTORED} holds objects.*{GROUP} in {TARGET_REGION} has versions"):
+    refused = rf"not empty: s3://{RESTORED} holds objects.*{GROUP} in {TARGET_REGION} has versions"
+    with pytest.raises(AirflowFailException, match=refused):
         backup.plan_restore(params)  # the second snapshot into what the first one restored
 
+    with pytest.raises(AirflowFailException, match=r"snapshot_id='20990101T000000Z-00000000': .* does not exist"):
+        backup.plan_restore({**params, "snapshot_id": "20990101T000000Z-00000000"})
     with pytest.raises(AirflowFailException, match="twin of every version"):
         backup.plan_restore({**params, "target_region": SOURCE_REGION, "overwrite": True})
 

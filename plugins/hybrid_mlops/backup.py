@@ -268,7 +268,7 @@ def resolve_snapshot(store, bucket: str, wanted: str) -> str:
     if wanted == LATEST:
         raise _fail(f"s3://{bucket} holds no complete snapshot (one with a {MANIFEST}); run backup_ml_assets first")
     raise _fail(f"snapshot_id={wanted!r}: s3://{bucket}/{snapshot_prefix(wanted)}{MANIFEST} does not exist "
-                f"(unknown or incomplete snapshot); complete ones: {[i for i in ids if store.head(bucket, snapshot_prefix(i) + MANIFEST)][:10]}")
+                f"(unknown or incomplete snapshot); the newest: {ids[:10]}")
 
 
 def target_bucket_name(template: str, bucket: str, region: str) -> str:
@@ -487,7 +487,8 @@ def restore_variables(plan: dict) -> dict:
 
 
 def _containers(version: dict) -> list[tuple]:
-    return [(c.get("Image"), c.get("ModelDataUrl")) for c in (version.get("InferenceSpecification") or {}).get("Containers", [])]
+    containers = (version.get("InferenceSpecification") or {}).get("Containers", [])
+    return [(c.get("Image"), c.get("ModelDataUrl")) for c in containers]
 
 
 def verify_restore(plan: dict) -> dict:
@@ -513,7 +514,8 @@ def verify_restore(plan: dict) -> dict:
     versions = 0
     for part in manifest["registry"]:
         doc = backup.get_json(plan["backup_bucket"], part["key"], part["sha256"])
-        restored = {(v.get("CustomerMetadataProperties") or {}).get(RESTORED_FROM): v for v in registry.versions(doc["group"])}
+        restored = {(v.get("CustomerMetadataProperties") or {}).get(RESTORED_FROM): v
+                    for v in registry.versions(doc["group"])}
         restored.pop(None, None)
         if len(restored) != len(doc["versions"]):
             problems.append(f"{doc['group']}: {len(restored)} restored version(s), the snapshot has {len(doc['versions'])}")

@@ -92,7 +92,8 @@ class BackupStoreHook(_SessionClient, S3Hook):
         if versioned:
             self.conn.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         if tags:
-            self.conn.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+            tag_set = [{"Key": k, "Value": v} for k, v in tags.items()]
+            self.conn.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tag_set})
 
     def ensure_versioned_bucket(self, bucket: str, region: str) -> str:
         """The backup bucket, created in ``region`` with versioning on when missing; an existing bucket must
