@@ -14,9 +14,7 @@ No token: 401 (the HTML page redirects to the auth manager's login page instead)
 
 from __future__ import annotations
 
-import contextlib
 import html
-import logging
 import threading
 from typing import Any
 
@@ -28,7 +26,6 @@ DETAILED_VERSIONS, MAX_VERSIONS = 10, 100  # as hybrid_mlops.ui.overview (not im
 _overview = None
 _overview_lock = threading.Lock()
 _specs_cache: tuple[tuple, list] | None = None
-log = logging.getLogger(__name__)
 
 
 def overview():
@@ -82,22 +79,10 @@ def ui_base(request: Request) -> str:
     return root.removesuffix(URL_PREFIX).rstrip("/") + "/"
 
 
-@contextlib.asynccontextmanager
-async def lifespan(app: FastAPI):
-    """Warm the caches once in the background when the api-server starts, so the first person to open the
-    page does not wait for every version's describe."""
-    def warm():
-        try:
-            overview().collect(load_specs())
-        except Exception as err:  # the page still works; the first load pays the cold cost
-            log.warning("Models page warm-up failed: %s", err)
-
-    threading.Thread(target=warm, name="models-page-warm-up", daemon=True).start()
-    yield
-
-
 def create_app() -> FastAPI:
-    app = FastAPI(title="hybrid-mlops Models", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # No warm-up at start: parsing the specs (pydantic builds their validators holding the GIL) would stall the
+    # api-server's event loop while it starts; the first page view pays the cold load instead.
+    app = FastAPI(title="hybrid-mlops Models", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/api/models")
     def models_json(request: Request, versions: int = Query(DETAILED_VERSIONS, ge=1, le=MAX_VERSIONS),
