@@ -23,7 +23,6 @@ def test_options_and_defaults_follow_the_lifecycle():
     assert review_option("Reject", "prod") == "Reject"
     op = RegistryApprovalOperator(task_id="r", package_arn="arn", subject="?", defaults="Approve", stage_on_approval="prod")
     assert op.options == list(REVIEW_OPTIONS) and op.defaults == ["Approve to prod"]
-    assert list(op.serialized_params) == ["comment"]  # the form the person fills beside the options
     with pytest.raises(ValueError, match="stage_on_approval='archived'"):
         RegistryApprovalOperator(task_id="r", package_arn="arn", subject="?", stage_on_approval="archived")
 
@@ -89,7 +88,7 @@ def test_the_gate_writes_the_review_and_the_person_decides(aws, spec, monkeypatc
 
     op = RegistryApprovalOperator(task_id="human_review", package_arn=candidate["ModelPackageArn"],
                                   aws_conn_id="aws_default", subject="?", body=body)
-    event = {"chosen_options": ["Approve to staging"], "params_input": {"comment": "recall matters more, ok"},
+    event = {"chosen_options": ["Approve to staging"], "params_input": {},
              "responded_by_user": {"id": "7", "name": "risk-lead"},
              "responded_at": datetime.datetime.now(datetime.timezone.utc)}
     op.execute_complete({}, event)
@@ -97,7 +96,6 @@ def test_the_gate_writes_the_review_and_the_person_decides(aws, spec, monkeypatc
     assert after["ModelApprovalStatus"] == "Approved"
     assert after["ApprovalDescription"] == "Approved to staging by risk-lead in Airflow (human-in-the-loop)"
     assert after["ModelLifeCycle"]["Stage"] == "staging"
-    assert after["ModelLifeCycle"]["StageDescription"].endswith(": recall matters more, ok")
+    assert after["ModelLifeCycle"]["StageDescription"] == after["ApprovalDescription"]
     props = after["CustomerMetadataProperties"]
-    assert props["review_comment"] == "recall matters more  ok"  # a comma is outside the metadata pattern
     assert (props["decided_by"], props["decided_stage"], props["decision"]) == ("risk-lead", "staging", "human")

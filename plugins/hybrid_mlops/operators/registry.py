@@ -159,9 +159,9 @@ class RegistryApprovalOperator(ApprovalOperator):
     written to the package before the operator's usual behaviour (on ``Reject`` the downstream deployment
     is skipped): ``ModelApprovalStatus`` and ``ApprovalDescription`` (the decision and who made it),
     ``ModelLifeCycle`` (approved -> the chosen stage / ``Approved``, rejected -> ``dev`` / ``Rejected``, the
-    same text in ``StageDescription``), and the metadata properties ``decision=human``, ``decided_by``,
-    ``decided_stage`` and ``review_comment`` (the form's optional comment). The person is the HITL
-    responder Airflow records (``responded_by_user``); a timeout's default is recorded as such.
+    same text in ``StageDescription``), and the metadata properties ``decision=human``, ``decided_by`` and
+    ``decided_stage``. The person is the HITL responder Airflow records (``responded_by_user``); a
+    timeout's default is recorded as such.
 
     .. seealso::
         https://airflow.apache.org/docs/apache-airflow-providers-standard/stable/operators/hitl.html
@@ -177,17 +177,12 @@ class RegistryApprovalOperator(ApprovalOperator):
 
     def __init__(self, *, package_arn: str, aws_conn_id: str | None = "aws_default",
                  stage_on_approval: str = STAGE_STAGING, defaults: str | list[str] | None = None, **kwargs):
-        from airflow.sdk import Param
-
         from hybrid_mlops.approval import REVIEW_OPTIONS, review_option
 
         if stage_on_approval not in APPROVAL_STAGES:
             raise ValueError(f"stage_on_approval={stage_on_approval!r} must be one of {APPROVAL_STAGES}")
         if isinstance(defaults, str):
             defaults = review_option(defaults, stage_on_approval)
-        kwargs.setdefault("params", {"comment": Param(  # source "task": HITLOperator shows only the task's own
-            "", type="string", maxLength=200, title="Comment", source="task",
-            description="Why (recorded in the registry beside your decision)")})
         super().__init__(**kwargs)
         # ApprovalOperator fixes its options to Approve / Reject: these are the lifecycle's.
         self.options = list(REVIEW_OPTIONS)
@@ -209,17 +204,15 @@ class RegistryApprovalOperator(ApprovalOperator):
         who = event.get("responded_by_user") or {}
         who_name = who.get("name") or who.get("id") or "the response timeout default"
         stage = OPTION_STAGE.get(chosen)
-        comment = " ".join(str((event.get("params_input") or {}).get("comment") or "").split())
         if stage:
             status, reason = "Approved", f"Approved to {stage} by {who_name} in Airflow (human-in-the-loop)"
-            lifecycle = model_life_cycle(stage, "Approved", reason + (f": {comment}" if comment else ""))
+            lifecycle = model_life_cycle(stage, "Approved", reason)
         else:
             status, reason = "Rejected", f"Rejected by {who_name} in Airflow (human-in-the-loop)"
-            lifecycle = model_life_cycle(STAGE_DEV, "Rejected", reason + (f": {comment}" if comment else ""))
+            lifecycle = model_life_cycle(STAGE_DEV, "Rejected", reason)
         hook = ModelRegistryHook(aws_conn_id=self.aws_conn_id)
         hook.update_package(self.package_arn, status=status, reason=reason, lifecycle=lifecycle, properties={
             "decided_by": who_name, "decision": "human", "decided_stage": stage or STAGE_DEV,
-            "review_comment": comment[:200] or None,
         })
         self.log.info("Recorded %s (%s) for %s by %s", status, chosen, self.package_arn, who_name)
         if stage:  # an approval: downstream runs (the base class would skip anything but its own "Approve")
