@@ -62,12 +62,13 @@ class Deployment:
     def _arn(self, service: str, resource: str, region: str | None = None) -> str:
         return f"arn:{self.partition}:{service}:{region or self.region}:{self.account}:{resource}"
 
-    def objects(self, *prefixes: str) -> list[str]:
-        """Object ARNs under ``<prefix>/<model>/`` for every model (``{model}`` in a prefix), else ``<prefix>/``."""
+    def objects(self, *keys: str) -> list[str]:
+        """Object ARNs of each key (``{model}``: one per model); a key ending in ``/`` is a prefix (``/*``)."""
         out: list[str] = []
-        for prefix in prefixes:
-            names = [m.name for m in self.models] if "{model}" in prefix else [None]
-            out += [f"arn:{self.partition}:s3:::{self.bucket}/{prefix.format(model=n)}*" for n in names]
+        for key in keys:
+            names = [m.name for m in self.models] if "{model}" in key else [None]
+            out += [f"arn:{self.partition}:s3:::{self.bucket}/{key.format(model=n)}" + ("*" if key.endswith("/") else "")
+                    for n in names]
         return out
 
     @property
@@ -86,26 +87,33 @@ def mwaa_execution_policy(d: Deployment) -> dict:
         # prepare_data lists its channels (a retry reuses them), the monitor lists the hour's capture,
         # HeadBucket checks the bucket: s3:ListBucket on the bucket.
         _statement("ArtifactsList", ["s3:ListBucket", "s3:GetBucketLocation"], [d.bucket_arn]),
-        # evaluate reads model.tar.gz, the monitor the baseline, the capture and the labels, a retry its channels
+        # evaluate reads model.tar.gz, the monitor the baseline, the capture and the labels, the deploy its
+        # deployment record, batch_score checks its input exists (the provider's check_s3_url), a retry its channels
         # (and a content-addressed script it may reuse); Athena reads the capture as the caller and the caller
         # reads the results back.
         _statement("ArtifactsRead", ["s3:GetObject"], d.objects(
             "data/{model}/", "code/monitoring/", "models/{model}/", "capture/{model}/", "labels/{model}/",
-            "monitoring/{model}/", "cost-reports/", "athena-results/")),
+            "monitoring/{model}/", "deployments/{model}.json", "batch-input/{model}/", "cost-reports/",
+            "athena-results/")),
         # prepare_data writes the channels and the source bundle, evaluate the baseline beside model.tar.gz and
-        # the explainability job's inputs (its script under code/monitoring/), the monitor its reports, the cost
+        # the explainability job's inputs (its script under code/monitoring/), the deploy its deployment record,
+        # the monitor its reports, the cost
         # report its files; Athena writes results as the caller.
         _statement("ArtifactsWrite", ["s3:PutObject"], d.objects(
             "data/{model}/", "code/{model}/", "code/monitoring/", "models/{model}/", "monitoring/{model}/",
-            "cost-reports/", "athena-results/")),
-        # train (<model>-train-<run key>) and the explainability baseline (a Processing job named from the
-        # model); tags on create need sagemaker:AddTags.
+            "deployments/{model}.json", "cost-reports/", "athena-results/")),
+        # train (<model>-train-<run key>), the explainability baseline (a Processing job named from the model),
+        # batch_score (a model <model>-v<version>-<digest> and a transform job <model>-batch-<run key>);
+        # tags on create need sagemaker:AddTags.
         _statement("SageMakerJobs", ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
                                      "sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob",
+                                     "sagemaker:CreateModel", "sagemaker:DescribeModel",
+                                     "sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob",
                                      "sagemaker:AddTags"],
-                   [d._arn("sagemaker", f"training-job/{m.name}-train-*") for m in d.models]
-                   + [d._arn("sagemaker", f"processing-job/{m.name}-*") for m in d.models]),
-        # CreateTrainingJob and CreateProcessingJob hand the job its role.
+                   [d._arn("sagemaker", f"{kind}/{m.name}-{suffix}") for m in d.models
+                    for kind, suffix in (("training-job", "train-*"), ("processing-job", "*"), ("model", "v*"),
+                                         ("transform-job", "batch-*"))]),
+        # CreateTrainingJob, CreateProcessingJob and CreateModel hand the job (or model) its role.
         _statement("PassSageMakerRole", ["iam:PassRole"], [d.sagemaker_role_arn],
                    Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
         # register / approval_gate / deploy: the model's own group and its versions only.
@@ -146,14 +154,18 @@ def mwaa_execution_policy(d: Deployment) -> dict:
 
 def sagemaker_execution_policy(d: Deployment) -> dict:
     """What the jobs read and write as the SageMaker execution role (training: channels in, model out;
-    the explainability baseline's Processing job: model and rows in, analysis out)."""
+    the explainability baseline's Processing job: model and rows in, analysis out; Batch Transform:
+    model and input in, scores out)."""
     return {"Version": "2012-10-17", "Statement": [
         # SageMaker lists an S3Prefix channel and the checkpoint prefix it resumes from.
         _statement("ArtifactsList", ["s3:ListBucket"], [d.bucket_arn]),
         # the channels, the source bundle, the checkpoints of a resumed spot job; the explainability job's
-        # inputs (the model, its rows, the content-addressed script).
+        # inputs (the model, its rows, the content-addressed script); Batch Transform's model and input
+        # (batch-input/<model>/; another input prefix needs its own grant).
         _statement("ChannelsRead", ["s3:GetObject"], d.objects("data/{model}/", "code/{model}/", "code/monitoring/",
-                                                               "models/{model}/", "checkpoints/{model}/")),
-        # model.tar.gz and the checkpoints; the explainability job's analysis beside the model.
-        _statement("OutputWrite", ["s3:PutObject"], d.objects("models/{model}/", "checkpoints/{model}/")),
+                                                               "models/{model}/", "checkpoints/{model}/",
+                                                               "batch-input/{model}/")),
+        # model.tar.gz and the checkpoints; the explainability job's analysis beside the model; the scores.
+        _statement("OutputWrite", ["s3:PutObject"], d.objects("models/{model}/", "checkpoints/{model}/",
+                                                              "batch-scores/{model}/")),
     ]}
