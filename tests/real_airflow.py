@@ -35,9 +35,9 @@ def small_models_dir(path: Path) -> Path:
     spec = yaml.safe_load((ROOT / "include" / "models" / f"{MODEL}.yaml").read_text())
     spec["data"]["source"].update(rows=4000, validation_rows=1500)
     spec["schedule"]["retrain"] = None  # drift events only: unpausing it starts no run for the last cron tick
-    spec["training"]["local"]["hyperparameters"].update(epochs=2)
-    spec["approval"]["rules"] = {"accuracy": {"approve_at": 0.9999, "reject_below": 0.5},
-                                 "roc_auc": {"approve_at": 0.9999, "reject_below": 0.5}}
+    spec["training"]["local"]["hyperparameters"].update({"epochs": 3, "batch-size": 256, "learning-rate": 0.01})
+    spec["approval"]["rules"] = {"accuracy": {"approve_at": 0.9999, "reject_below": 0.1},
+                                 "roc_auc": {"approve_at": 0.9999, "reject_below": 0.1}}
     spec["drift"]["external_report_prefix"] = EXTERNAL_REPORTS
     path.mkdir(parents=True, exist_ok=True)
     (path / f"{MODEL}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -46,6 +46,18 @@ def small_models_dir(path: Path) -> Path:
 
 class AirflowApiError(RuntimeError):
     pass
+
+
+def _process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class AirflowClient:
@@ -139,16 +151,28 @@ class AirflowClient:
         return self.request("GET", f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/hitlDetails",
                             query=query)["hitl_details"]
 
-    def wait_for_hitl(self, dag_id: str, run_id: str, timeout: float = 180.0) -> dict:
-        """The run's pending human-in-the-loop request, once a task asks (fails fast if the run ends first)."""
+    def wait_for_hitl(self, dag_id: str, run_id: str, timeout: float = 180.0, settle: float = 3.0) -> dict:
+        """The run's pending human-in-the-loop request, once its task has parked (fails fast if the run ends first).
+
+        Answered too early, Airflow 3.3.1 loses the answer: the request exists a moment before the task parks
+        in ``awaiting_input``, and an answer that resumes the task before the scheduler has processed the
+        executor's event for the parking process makes the scheduler fail that try ("finished with state
+        success, but the task instance's state attribute is queued"); the retry asks again. So, as a person
+        would, this answers a parked task only: ``awaiting_input``, its process gone (the stack runs on this
+        machine), and ``settle`` seconds for the scheduler's next loop.
+        """
         deadline = time.monotonic() + timeout
-        while not (pending := self.hitl_details(dag_id, run_id)):
+        while True:
+            for detail in self.hitl_details(dag_id, run_id):
+                ti = detail["task_instance"]
+                if ti["state"] == "awaiting_input" and not _process_alive(ti.get("pid")):
+                    time.sleep(settle)
+                    return detail
             run = self.run(dag_id, run_id)
             if run["state"] in TERMINAL or time.monotonic() > deadline:
                 raise AirflowApiError(f"{dag_id} run {run_id} ({run['state']}) asked no person: "
                                       f"{self.task_states(dag_id, run_id)}")
             time.sleep(1)
-        return pending[0]
 
     def answer_hitl(self, detail: dict, chosen: list[str], params_input: dict | None = None) -> dict:
         ti = detail["task_instance"]
@@ -196,6 +220,7 @@ class RealAirflow:
         """Stop the stack; remove its state dir, or only its database when the logs may explain a failure."""
         self.stack.stop()
         shutil.rmtree(self.stack.pgdata if keep_logs else self.stack.state_dir.parent, ignore_errors=True)
+        print(f"\nreal Airflow stopped (keep_logs={keep_logs})")
         if keep_logs:
             print(f"\nreal Airflow logs kept in {self.stack.logs} and {self.stack.home / 'logs'}")
 

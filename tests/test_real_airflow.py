@@ -168,8 +168,8 @@ def test_every_dag_runs_without_a_logical_date(airflow_stack):
 
     retrain_* is covered above (triggered that way); this redeploys the approved version, reports an
     empty monitor window (the hour before now), waits for an external report that never comes and
-    writes yesterday's cost report. A DAG whose form needs a value is refused naming it; a kind that
-    needs an input its run lacks may fail in its own words, never while rendering its templates.
+    writes yesterday's cost report. A DAG whose form needs a value is refused naming it; another kind may
+    stop at a person's approval, or fail for lack of an input in its own words, never while rendering.
     """
     api = airflow_stack.api
     dags = api.wait_for_dags([RETRAIN, MONITOR, DEPLOY, WATCH, "cost_report"])
@@ -187,8 +187,7 @@ def test_every_dag_runs_without_a_logical_date(airflow_stack):
         assert runs[dag_id]["logical_date"] is None
     assert {MONITOR, DEPLOY, WATCH, "cost_report"} <= set(runs), (runs, forms)
     for dag_id, run in runs.items():
-        done = api.wait_for_run(dag_id, run["dag_run_id"], timeout=300)
-        states = api.task_states(dag_id, run["dag_run_id"])
+        done, states = _settled(api, dag_id, run["dag_run_id"])
         if dag_id in (MONITOR, DEPLOY, WATCH, "cost_report"):
             assert done["state"] == "success", (dag_id, states)
         else:  # other kinds may refuse a run without their input, in their own words; never in rendering
@@ -196,6 +195,17 @@ def test_every_dag_runs_without_a_logical_date(airflow_stack):
                 log = api.task_log(dag_id, run["dag_run_id"], task_id.split("[")[0])
                 assert "jinja2" not in log and "UndefinedError" not in log, (dag_id, task_id, log[-2000:])
     print(f"  {len(runs)} DAGs run without a logical date: {sorted(runs)}; refused without their form: {forms}")
+
+
+def _settled(api, dag_id: str, run_id: str, timeout: float = 300.0) -> tuple[dict, dict]:
+    """The run once it has ended or a task of it waits for a person (a kind that asks one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run, states = api.run(dag_id, run_id), api.task_states(dag_id, run_id)
+        if run["state"] in ("success", "failed") or "awaiting_input" in states.values():
+            return run, states
+        assert time.monotonic() < deadline, f"{dag_id} run {run_id} is {run['state']} after {timeout}s: {states}"
+        time.sleep(1)
 
 
 def _required_params(api, dag_id: str) -> list[str]:
