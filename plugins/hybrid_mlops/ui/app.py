@@ -207,7 +207,8 @@ def _render_serving(d: dict | None) -> str:
         " <span class='badge ok'>running</span>" if d["running"] else " <span class='badge bad'>not running</span>")
     rows = "".join(
         f"<tr><td>{_e(r)}</td><td>{_e(e.get('version'))}</td><td>{_e(e.get('traffic_percent'))} %</td>"
-        f"<td>{_e(e.get('min_replicas'))}–{_e(e.get('max_replicas'))}</td><td>{_e(e.get('deployed_at'))}</td></tr>"
+        f"<td>{_e(e.get('min_replicas'))}–{_e(e.get('max_replicas'))}</td>"
+        f"<td>{_e(str(e.get('deployed_at') or '')[:16].replace('T', ' '))}</td></tr>"
         for r, e in sorted((d.get("regions") or {}).items()))
     return (f"<div class='card serving'><h3>Serving ({_e(d.get('target'))})</h3>"
             f"<div class='big'>version <span class='deployed-version'>{_e(d.get('version'))}</span>{running}</div>"
