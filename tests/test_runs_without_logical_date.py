@@ -54,3 +54,19 @@ def test_cost_report_without_logical_date_reports_the_day_before_run_after(aws, 
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
     day = day_param or (run_after.date() - timedelta(days=1)).isoformat()
     assert report(datetime.fromisoformat(day).date())["day"] == day
+
+
+def test_watch_without_logical_date_reads_reports_of_the_hour_before_run_after(aws, airflow_db, spec):
+    """No ``data_interval_start`` in the context: the first run counts reports written since an hour before
+    ``run_after`` (it failed rendering ``modified_after`` before)."""
+    from test_drift_watch import MM_PREFIX, _put_report, _sdk_violations, _serialize, _watching
+
+    from hybrid_mlops.dags.watch import build
+
+    _put_report(MM_PREFIX + "2026/05/01/11/constraint_violations.json", _sdk_violations())
+    (dag,) = build([_watching(spec).model_copy(update={"name": "watch-no-logical-date"})])
+    _serialize(dag)
+    run = dag.test(logical_date=None, run_after=datetime.now(timezone.utc).replace(microsecond=0))
+    assert run.logical_date is None
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success" and states["signal_drift"] == "success", states

@@ -25,8 +25,10 @@ from hybrid_mlops.layout import split_s3_uri
 from hybrid_mlops.sensors.drift import DriftReportSensor
 
 #: Reports written after the previous successful run ended are new (that run saw only older ones); the
-#: first run reads from its data interval's start.
-SINCE = "{{ params.since or (prev_end_date_success or data_interval_start).isoformat() }}"
+#: first run reads from its data interval's start, or, created without a logical date (REST API, the UI's
+#: trigger: no ``data_interval_start`` in the context), from the hour before it was triggered.
+SINCE = ("{{ params.since or (prev_end_date_success or dag_run.data_interval_start "
+         "or dag_run.run_after - macros.timedelta(hours=1)).isoformat() }}")
 
 
 def params() -> dict:
