@@ -38,7 +38,7 @@ from hybrid_mlops.specs.model import CRON_PRESETS
 #: CronDataIntervalTimetable whatever ``[scheduler] create_cron_data_intervals`` says). A run created
 #: without a logical date (REST API, ``logical_date: null``) has no ``data_interval_start`` in its context:
 #: it reports the dag run's own interval when it has one, else the hour before ``run_after``.
-#: The form's ``hour`` (a manual re-run of a past hour) wins over both.
+#: The form's hour field (a manual re-run of a past hour) wins over both.
 WINDOW_START = ("(macros.datetime.strptime(params.hour[:13], '%Y-%m-%dT%H') if params.hour "
                 "else dag_run.data_interval_start if dag_run.data_interval_start is not none "
                 "else dag_run.run_after - macros.timedelta(hours=1))")
