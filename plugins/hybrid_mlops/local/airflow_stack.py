@@ -362,7 +362,7 @@ class AirflowStack:
         for spec_file in sorted(models_dir.glob("*.y*ml")):
             if (state / spec_file.stem).exists():
                 try:
-                    LocalServing(spec_file.stem, state_dir=state).stop()
+                    LocalServing(spec_file.stem, state_dir=state / spec_file.stem).stop()
                 except Exception as err:  # noqa: BLE001 - stopping the rest matters more
                     print(f"airflow-local: stopping the {spec_file.stem} model server failed: {err}", file=sys.stderr)
 
