@@ -5,11 +5,15 @@ Pure Python (no AWS SDK, no CDK): ``infra/`` deploys exactly these documents and
 each statement in turn to show something the run did fails without it.
 
 Each statement is what a DAG step calls, scoped to the deployment's bucket prefixes, model package
-groups, training job names, topics, workgroups and clusters. ``"*"`` only where the action has no
-resource type in the Service Authorization Reference: ``ce:GetCostAndUsage`` and
-``cloudwatch:PutMetricData``. Not here (the services' own needs, not the DAGs' calls): what MWAA itself
-needs (``infra``'s ``mwaa-platform`` policy), the training job's image pull and logs (``sagemaker-platform``),
-and KMS, granted in the artifacts key's policy.
+groups, training job names, endpoints, alarms, topics, workgroups and clusters. ``"*"`` only where the
+action has no resource type in the Service Authorization Reference: ``ce:GetCostAndUsage``,
+``cloudwatch:PutMetricData``, SageMaker's List actions and ``application-autoscaling:DescribeScalableTargets``.
+Not here (the services' own needs, not the DAGs' calls): what MWAA itself needs (``infra``'s
+``mwaa-platform`` policy), the training job's image pull and logs (``sagemaker-platform``), and KMS,
+granted in the artifacts key's policy.
+
+A third document, :func:`prod_promotion_policy`, is the prod account's promotion role (deployed in that
+account); :func:`dev_grants_to_prod` is what the dev bucket and key grant it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,31 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Promotion:
+    """A spec's ``promotion`` section: the prod account, region, role, bucket, key and package group."""
+
+    account: str
+    region: str
+    role_arn: str
+    bucket: str
+    kms_key_arn: str
+    model_package_group: str
+
+
+@dataclass(frozen=True)
 class ModelScope:
-    """What one model spec names: its name (prefix of its S3 keys and job names) and its package group."""
+    """What one model spec names: its name (prefix of its S3 keys, job and endpoint names) and its package
+    group; whether it serves on a SageMaker endpoint (``serving.target: sagemaker``), the external Model
+    Monitor output ``watch_<model>`` reads (``drift.external_report_prefix``), its promotion."""
 
     name: str
     model_package_group: str
+    #: the regions of its SageMaker endpoint (``serving.regions`` when ``serving.target: sagemaker``).
+    endpoint_regions: tuple[str, ...] = ()
+    #: ``drift.feature_attribution`` is set: the monitor's SHAP Processing job reads and writes the window.
+    window_attributions: bool = False
+    external_report_prefix: str | None = None
+    promotion: Promotion | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +78,9 @@ class Deployment:
     cur_bucket: str
     partition: str = "aws"
     cost_topic: str = "hybrid-mlops-cost-alerts"
+    #: ``backup_ml_assets``' bucket and its region (``HYBRID_MLOPS_BACKUP_BUCKET`` / ``_REGION``); none: no grant.
+    backup_bucket: str | None = None
+    backup_region: str | None = None
 
     @property
     def sagemaker_role_arn(self) -> str:
@@ -149,7 +176,107 @@ def mwaa_execution_policy(d: Deployment) -> dict:
         # CloudWatch metrics have no resource types: AWS requires "*".
         _statement("Metrics", ["cloudwatch:PutMetricData"], ["*"]),
     ]
-    return {"Version": "2012-10-17", "Statement": statements}
+    return {"Version": "2012-10-17", "Statement": statements + _endpoint_statements(d) + _watch_statements(d)
+            + _promotion_statements(d) + _backup_statements(d)}
+
+
+def _endpoint_statements(d: Deployment) -> list[dict]:
+    """``serving.target: sagemaker``: the deploy's endpoint (named as the model), its configs
+    (``<model>-v<N>-<digest>``), smoke test, rollback alarms and autoscaling, in each serving region."""
+    served = [(m.name, r) for m in d.models for r in m.endpoint_regions]
+    if not served:
+        return []
+    regions = sorted({r for _, r in served})
+    return [
+        # the Model itself is SageMakerJobs' model/<model>-v*; tags on create need sagemaker:AddTags.
+        _statement("SageMakerEndpoints", [
+            "sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:CreateEndpointConfig",
+            "sagemaker:DescribeEndpointConfig", "sagemaker:CreateEndpoint", "sagemaker:DescribeEndpoint",
+            "sagemaker:UpdateEndpoint", "sagemaker:InvokeEndpoint", "sagemaker:AddTags"],
+            [d._arn("sagemaker", res, r) for name, r in served
+             for res in (f"endpoint/{name}", f"endpoint-config/{name}-v*", f"model/{name}-v*")]),
+        # the two alarms a blue/green update rolls back on (PutMetricAlarm with Tags needs TagResource).
+        _statement("EndpointAlarms", ["cloudwatch:PutMetricAlarm", "cloudwatch:TagResource"],
+                   [d._arn("cloudwatch", f"alarm:{name}-*", r) for name, r in served]),
+        # scalable targets' ARNs carry an id AWS generates: the region's scalable targets.
+        _statement("EndpointScaling", ["application-autoscaling:RegisterScalableTarget",
+                                       "application-autoscaling:DeregisterScalableTarget",
+                                       "application-autoscaling:PutScalingPolicy"],
+                   [d._arn("application-autoscaling", "scalable-target/*", r) for r in regions]),
+        # DescribeScalableTargets has no resource types: AWS requires "*".
+        _statement("EndpointScalingRead", ["application-autoscaling:DescribeScalableTargets"], ["*"]),
+        # the first RegisterScalableTarget of a SageMaker variant creates Application Auto Scaling's
+        # service-linked role as the caller.
+        _statement("ScalingServiceLinkedRole", ["iam:CreateServiceLinkedRole"],
+                   [f"arn:{d.partition}:iam::{d.account}:role/aws-service-role/{SCALING_SERVICE}/{SCALING_ROLE}"],
+                   Condition={"StringLike": {"iam:AWSServiceName": SCALING_SERVICE}}),
+    ]
+
+
+#: Application Auto Scaling's service-linked role for SageMaker endpoints (its name and service are fixed).
+SCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
+SCALING_ROLE = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def _watch_statements(d: Deployment) -> list[dict]:
+    """``watch_<model>``: an external Model Monitor schedule's output (listed, its violations read)."""
+    watched = [_split_s3(m.external_report_prefix) for m in d.models if m.external_report_prefix]
+    if not watched:
+        return []
+    s3 = f"arn:{d.partition}:s3:::"
+    return [_statement("ExternalReportsList", ["s3:ListBucket"], sorted({s3 + b for b, _ in watched}),
+                       Condition={"StringLike": {"s3:prefix": sorted({p + "*" for _, p in watched})}}),
+            _statement("ExternalReportsRead", ["s3:GetObject"], [f"{s3}{b}/{p}*" for b, p in watched])]
+
+
+def _promotion_statements(d: Deployment) -> list[dict]:
+    """``promote_<model>``: the prod role assumed; the dev group's resource policy read and merged."""
+    promoted = [m for m in d.models if m.promotion]
+    if not promoted:
+        return []
+    return [_statement("PromotionRole", ["sts:AssumeRole"], sorted({m.promotion.role_arn for m in promoted})),
+            _statement("PromotionGroupPolicy", ["sagemaker:GetModelPackageGroupPolicy",
+                                                "sagemaker:PutModelPackageGroupPolicy"],
+                       [d._arn("sagemaker", f"model-package-group/{m.model_package_group}") for m in promoted])]
+
+
+def _backup_statements(d: Deployment) -> list[dict]:
+    """``backup_ml_assets`` / ``restore_ml_assets`` as the execution role: the versioned backup bucket in
+    its region, copies of the versions' artifacts (the source version pinned), the registry's groups
+    exported; a restore into the backup's region: buckets named ``<bucket>-*`` (the form's default
+    ``{bucket}-{region}``; another name needs its own grant), the groups re-registered there."""
+    if not d.backup_bucket:
+        return []
+    s3 = f"arn:{d.partition}:s3:::"
+    groups = [m.model_package_group for m in d.models]
+    region = d.backup_region or d.region
+    return [
+        _statement("BackupBucket", ["s3:CreateBucket", "s3:GetBucketLocation", "s3:GetBucketVersioning",
+                                    "s3:PutBucketVersioning", "s3:ListBucket"], [s3 + d.backup_bucket]),
+        # snapshots written and read back; a restore copies the pinned backup version.
+        _statement("BackupObjects", ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
+                   [f"{s3}{d.backup_bucket}/*"]),
+        # CopyObject of a source version (x-amz-copy-source ...?versionId=) needs GetObjectVersion on it.
+        _statement("BackupSourceVersions", ["s3:GetObjectVersion"], d.objects("models/{model}/")),
+        # the groups' tags are part of the snapshot (ListTags), in the primary region and the restore's.
+        _statement("RegistryTags", ["sagemaker:ListTags"],
+                   [d._arn("sagemaker", f"model-package-group/{g}", r) for r in sorted({d.region, region})
+                    for g in groups]),
+        _statement("RestoreBuckets", ["s3:CreateBucket", "s3:GetBucketLocation", "s3:PutBucketTagging",
+                                      "s3:GetBucketTagging", "s3:ListBucket"], [f"{s3}{d.bucket}-*"]),
+        # a copy whose checksum differs from the manifest's is deleted before the run fails.
+        _statement("RestoreObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{s3}{d.bucket}-*/*"]),
+        _statement("RestoreRegistry", [
+            "sagemaker:CreateModelPackageGroup", "sagemaker:DescribeModelPackageGroup", "sagemaker:AddTags",
+            "sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
+            [d._arn("sagemaker", f"model-package-group/{g}", region) for g in groups]
+            + [d._arn("sagemaker", f"model-package/{g}/*", region) for g in groups]),
+    ]
 
 
 def sagemaker_execution_policy(d: Deployment) -> dict:
@@ -168,4 +295,76 @@ def sagemaker_execution_policy(d: Deployment) -> dict:
         # model.tar.gz and the checkpoints; the explainability job's analysis beside the model; the scores.
         _statement("OutputWrite", ["s3:PutObject"], d.objects("models/{model}/", "checkpoints/{model}/",
                                                               "batch-scores/{model}/")),
+        *_scoped(d, "WindowAttributions", ["s3:GetObject", "s3:PutObject"],
+                 # the monitor's SHAP Processing job: the window's rows in, its analysis out.
+                 [m for m in d.models if m.window_attributions], "monitoring/{model}/"),
+        *_scoped(d, "EndpointCapture", ["s3:PutObject"],
+                 # the endpoint's capture: the predictor's (capture/) and SageMaker's own (capture-sagemaker/).
+                 [m for m in d.models if m.endpoint_regions], "capture/{model}/", "capture-sagemaker/{model}/"),
     ]}
+
+
+def _scoped(d: Deployment, sid: str, actions: list[str], models: list[ModelScope], *keys: str) -> list[dict]:
+    """One statement on ``keys`` of ``models`` only (none when no model needs it)."""
+    if not models:
+        return []
+    arns = [f"arn:{d.partition}:s3:::{d.bucket}/{key.format(model=m.name)}*" for key in keys for m in models]
+    return [_statement(sid, actions, arns)]
+
+
+def prod_promotion_policy(d: Deployment) -> dict:
+    """The prod account's promotion role (``promotion.role_arn``, deployed in that account): the prod
+    registry's group and versions, the copies in the prod bucket (same keys, SSE-KMS with the prod key),
+    and the dev models it copies from (granted by dev too: :func:`dev_grants_to_prod`)."""
+    promoted = [m for m in d.models if m.promotion]
+    s3 = f"arn:{d.partition}:s3:::"
+
+    def arn(p: Promotion, resource: str) -> str:
+        return f"arn:{d.partition}:sagemaker:{p.region}:{p.account}:{resource}"
+
+    statements = [
+        # register_in_prod: the group (created with tags) and the version; plan / a rerun look it up.
+        _statement("ProdRegistry", ["sagemaker:CreateModelPackageGroup", "sagemaker:DescribeModelPackageGroup",
+                                    "sagemaker:AddTags", "sagemaker:CreateModelPackage",
+                                    "sagemaker:DescribeModelPackage"],
+                   [arn(m.promotion, f"model-package-group/{m.promotion.model_package_group}") for m in promoted]
+                   + [arn(m.promotion, f"model-package/{m.promotion.model_package_group}/*") for m in promoted]),
+        # ListModelPackages has no resource types: AWS requires "*".
+        _statement("ProdRegistryList", ["sagemaker:ListModelPackages"], ["*"]),
+        # HEAD of a copy not made yet answers 404 (not 403) only with s3:ListBucket.
+        _statement("ProdArtifactsList", ["s3:ListBucket"], sorted({s3 + m.promotion.bucket for m in promoted})),
+        _statement("ProdArtifactsWrite", ["s3:GetObject", "s3:PutObject"],
+                   [f"{s3}{m.promotion.bucket}/models/{m.name}/*" for m in promoted]),
+        # CopyObject reads the pinned source version (x-amz-copy-source ...?versionId=).
+        _statement("DevModelsRead", ["s3:GetObject", "s3:GetObjectVersion"], d.objects(*(
+            f"models/{m.name}/" for m in promoted))),
+    ]
+    for i, (key, region, account) in enumerate(sorted({(m.promotion.kms_key_arn, m.promotion.region,
+                                                        m.promotion.account) for m in promoted})):
+        # SSE-KMS with the prod key; an alias ARN authorizes nothing itself: its key, matched by alias.
+        alias = key.split(":", 5)[5] if ":alias/" in key else None
+        statements.append(_statement(
+            f"ProdKey{i or ''}", ["kms:Decrypt", "kms:GenerateDataKey"],
+            [f"arn:{d.partition}:kms:{region}:{account}:key/*" if alias else key],
+            **({"Condition": {"ForAnyValue:StringEquals": {"kms:ResourceAliases": alias}}} if alias else {})))
+    # the dev artifacts key (its id is the dev stack's): only through S3 in dev's region.
+    statements.append(_statement("DevKeyDecrypt", ["kms:Decrypt"], [d._arn("kms", "key/*")],
+                                 Condition={"StringEquals": {"kms:ViaService": f"s3.{d.region}.amazonaws.com"}}))
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def dev_grants_to_prod(d: Deployment) -> dict[str, list[dict]]:
+    """What the dev account grants the promotion roles: ``bucket_policy`` statements of the artifacts
+    bucket (the promoted models' objects and their versions) and ``key_policy`` statements of the
+    artifacts key (``Resource: "*"`` in a key policy is that key), used only through S3."""
+    promoted = [m for m in d.models if m.promotion]
+    if not promoted:
+        return {"bucket_policy": [], "key_policy": []}
+    roles = sorted({m.promotion.role_arn for m in promoted})
+    return {
+        "bucket_policy": [_statement("PromotionReadModels", ["s3:GetObject", "s3:GetObjectVersion"],
+                                     d.objects(*(f"models/{m.name}/" for m in promoted)),
+                                     Principal={"AWS": roles})],
+        "key_policy": [_statement("PromotionDecrypt", ["kms:Decrypt"], ["*"], Principal={"AWS": roles},
+                                  Condition={"StringEquals": {"kms:ViaService": f"s3.{d.region}.amazonaws.com"}})],
+    }
