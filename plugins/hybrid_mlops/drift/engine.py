@@ -4,7 +4,10 @@ Each numeric column is sorted once per side (``np.sort`` on float64). The two-sa
 Kolmogorov-Smirnov statistic comes from one merge of the two sorted sides (a stable argsort of
 their concatenation, which numpy runs as a single timsort merge of two presorted runs) and a running
 count of the baseline's values along it; the PSI / Jensen-Shannon histograms come from
-``np.searchsorted`` of the few bin edges into the sorted columns. No per-row Python anywhere. The KS
+``np.searchsorted`` of the few bin edges into the sorted columns. Against a prepared baseline
+(:class:`PreparedColumn`, the hourly path) the window is not sorted at all: it is counted on the
+baseline's grid and only the few cells that can hold the supremum are looked into
+(:func:`ks_statistic_prepared`). No per-row Python anywhere. The KS
 p-value reproduces ``scipy.stats.ks_2samp`` (``method="auto"``): exact for ``max(n1, n2) <= 10000``,
 Smirnov's ``kstwo`` distribution at ``round(n1 * n2 / (n1 + n2))`` above, evaluated here the way
 scipy evaluates it, with ``scipy.special`` only (``scipy.stats`` is imported just for the series
@@ -371,97 +374,188 @@ class CategoricalDrift:
         return asdict(self)
 
 
-def ks_statistic_presorted(ref: np.ndarray, cur: np.ndarray) -> float:
-    """KS statistic of a sorted baseline and a sorted window in O(m log n): no pass over the baseline.
+#: The prepared baseline's grid: a power of two of uniform cells, about one per baseline value, at most this many.
+GRID_CELLS_MAX = 2 ** 20
 
-    Between two window values the window's ECDF is flat, so the supremum is reached at a window
-    value (both ECDFs' right limits) or just before one (both left limits); the baseline's counts
-    there are two binary searches per window value. Integer arithmetic, like :func:`_ks_merged`.
+
+@dataclass(frozen=True)
+class PreparedColumn:
+    """A numeric baseline column prepared once, at registration, for windows checked against it in O(window).
+
+    ``values``: the column sorted, NaNs dropped. ``below[j]``: how many values fall in cells ``< j`` of a
+    uniform grid (:func:`grid_cells`) of ``G`` cells between the baseline's 0.05 % and 99.95 % quantiles,
+    cell 0 and cell ``G + 1`` taking what lies beyond (``G + 3`` counts). Both may be memory maps.
     """
-    n, m = ref.size, cur.size
-    if n == 0 or m == 0:
-        raise ValueError("ks_statistic_presorted: both samples must be non-empty")
-    b_left = np.searchsorted(ref, cur, side="left")  # one search; side="right" only where a value ties the baseline
-    hit = np.flatnonzero(ref[np.minimum(b_left, n - 1)] == cur)
-    new_run = np.empty(m, bool)  # the window's own ranks: its index, unless it ties its neighbours
-    new_run[0] = True
-    np.not_equal(cur[1:], cur[:-1], out=new_run[1:])
-    if not hit.size and new_run.all():
-        # no ties anywhere (continuous data): right limits are left limits moved by one window value, so
-        # e_right = e_left - n and the extremes of both come from e_left alone (few passes over the arrays)
-        e_left = np.multiply(b_left, m, dtype=np.int64)
-        e_left -= np.arange(0, m * n, n, dtype=np.int64)
-        return min(max(int(e_left.max()), n - int(e_left.min())) / (n * m), 1.0)
-    b_right = b_left.copy()
-    if hit.size:
-        b_right[hit] = np.searchsorted(ref, cur[hit], side="right")
-    if new_run.all():
-        w_left = np.arange(m, dtype=np.int64)
-        w_right = w_left + 1
-    else:
-        idx = np.arange(m, dtype=np.int64)
-        w_left = np.maximum.accumulate(np.where(new_run, idx, 0))
-        ends = np.append(new_run[1:], True)
-        w_right = np.minimum.accumulate(np.where(ends, idx + 1, m)[::-1])[::-1]
-    b_right = b_right.astype(np.int64, copy=False) * m
-    b_right -= w_right * n
-    b_left = b_left.astype(np.int64, copy=False) * m
-    b_left -= w_left * n
-    e = max(int(np.abs(b_right).max()), int(np.abs(b_left).max()))
-    return min(e / (n * m), 1.0)
+
+    values: np.ndarray
+    below: np.ndarray
+
+    @property
+    def cells(self) -> int:
+        return self.below.size - 3
+
+    def cell_ids(self, x: np.ndarray, level: int = 0) -> np.ndarray:
+        """Grid cell of each value (NaN-free), on the grid coarsened ``2**level`` times (``id >> level``)."""
+        origin, scale = _grid(self.values, self.cells)
+        y = np.subtract(x, origin)
+        y *= scale
+        np.clip(y, 0, self.cells + 1, out=y)
+        ids = y.astype(np.intp)
+        if level:
+            ids >>= level
+        return ids
 
 
-def prepare_baseline(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each numeric baseline column sorted with its NaNs dropped: done once, at registration."""
-    return {name: sorted_present(values) for name, values in columns.items()}
+def _grid(values: np.ndarray, cells: int) -> tuple[float, float]:
+    """``(origin, 1 / width)`` of the grid, from two of the sorted values (cheap to redo on every load).
+
+    Exactness needs no property of the grid beyond this: the cell id is a non-decreasing function of the
+    value (rounded subtraction, multiplication and truncation all are), applied alike to both samples. So
+    the set of values in cells ``< j`` is a prefix of each sorted sample, and a grid edge is a point where
+    both ECDFs can be compared. The quantiles only make it fine where the data are.
+    """
+    n = values.size
+    lo, hi = (float(values[min(n * q // 10000, n - 1)]) if n else 0.0 for q in (5, 9995))
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(hi - lo)):
+        lo, hi = 0.0, 1.0  # infinite quantiles: any grid is still exact
+    width = (hi - lo) / cells if hi > lo else max(abs(lo), 1.0) / cells  # a constant core: a cell around it
+    scale = 1.0 / width
+    if not (math.isfinite(scale) and scale > 0):
+        return lo - 1.0, 1.0
+    return lo - width, scale  # the origin one cell below lo: cell 0 holds the values below the grid
 
 
-def save_prepared(prepared: dict[str, np.ndarray], directory) -> list[str]:
-    """Write prepared columns as ``<feature>.npy`` (memory-mappable); returns the paths."""
+def prepare_column(values: np.ndarray) -> PreparedColumn:
+    """:class:`PreparedColumn` of a raw baseline column (NaN = missing)."""
+    s = sorted_present(values)
+    cells = 1 << min(max(int(s.size - 1).bit_length(), 4), GRID_CELLS_MAX.bit_length() - 1)
+    col = PreparedColumn(s, np.zeros(cells + 3, np.int32 if s.size < 2 ** 31 else np.int64))  # half the bytes
+    np.cumsum(np.bincount(col.cell_ids(s), minlength=cells + 2), out=col.below[1:])
+    return col
+
+
+def prepare_baseline(columns: dict[str, np.ndarray]) -> dict[str, PreparedColumn]:
+    """Each numeric baseline column prepared (:func:`prepare_column`): done once, at registration."""
+    return {name: prepare_column(values) for name, values in columns.items()}
+
+
+def save_prepared(prepared: dict[str, PreparedColumn], directory) -> list[str]:
+    """Write prepared columns as ``<feature>.npy`` (sorted values) and ``<feature>.cells.npy`` (grid
+    counts), both memory-mappable; returns the paths."""
     import os
 
     os.makedirs(directory, exist_ok=True)
     paths = []
-    for name, values in prepared.items():
-        path = os.path.join(directory, f"{name}.npy")
-        np.save(path, np.ascontiguousarray(values, dtype=np.float64))
-        paths.append(path)
+    for name, col in prepared.items():
+        for suffix, array in (("", np.asarray(col.values, dtype=np.float64)), (".cells", col.below)):
+            path = os.path.join(directory, f"{name}{suffix}.npy")
+            np.save(path, np.ascontiguousarray(array))
+            paths.append(path)
     return paths
 
 
-def load_prepared(directory, names) -> dict[str, np.ndarray]:
-    """Prepared columns back, memory-mapped (an hourly run touches only the pages it searches)."""
+def load_prepared(directory, names) -> dict[str, PreparedColumn]:
+    """Prepared columns back, memory-mapped (an hourly run touches only the pages it reads)."""
     import os
 
-    return {name: np.load(os.path.join(directory, f"{name}.npy"), mmap_mode="r") for name in names}
+    def load(name):
+        return np.load(os.path.join(directory, f"{name}.npy"), mmap_mode="r")
+
+    return {name: PreparedColumn(load(name), load(f"{name}.cells")) for name in names}
 
 
-def numeric_drift_prepared(feature: str, ref: np.ndarray, window: np.ndarray, *, window_invalid: int = 0,
+def ks_statistic_prepared(ref: PreparedColumn, cur: np.ndarray, probes: np.ndarray = np.empty(0)
+                          ) -> tuple[float, np.ndarray]:
+    """Exact KS statistic of a prepared baseline and an unsorted, NaN-free window, without sorting the window.
+
+    Returns the statistic and the window's counts ``<=`` each of ``probes`` (the PSI bin edges).
+
+    The window is counted per grid cell (arithmetic, then ``np.bincount``), which gives both ECDFs
+    exactly at every grid edge: ``e = n1 * n2 * (F_ref - F_cur)`` there, in integers. Inside a cell both
+    ECDFs are monotone, so ``|e|`` cannot exceed ``max(e_right, -e_left) + n1 * (window values in the
+    cell)``; a cell without window values never beats its edges. Only the cells whose bound beats the
+    best edge are refined: their window values (usually a handful) are sorted and ``e`` is taken at each
+    of them and just before each (both ECDFs' right and left limits), the baseline's counts by binary
+    search in its sorted values and the window's as the count below the cell plus the rank in the cell.
+    Heavy ties or a window beyond the grid put many values in few cells: still exact, just more to sort.
+    The grid is coarsened to about one cell per window value, so a small window pays for few cells.
+    """
+    n, m = ref.values.size, cur.size
+    if n == 0 or m == 0:
+        raise ValueError("ks_statistic_prepared: both samples must be non-empty")
+    level = max(ref.cells.bit_length() - max(m, 1).bit_length(), 0)
+    ids = ref.cell_ids(cur, level)
+    ncells = ((ref.cells + 1) >> level) + 1
+    below = ref.below if level == 0 else np.append(ref.below[: ref.cells + 1 : 1 << level], n)
+    count = np.bincount(ids, minlength=ncells)
+    w_below = np.zeros(ncells + 1, np.int64)
+    np.cumsum(count, out=w_below[1:])
+    e = np.multiply(below, m, dtype=np.int64)
+    e -= w_below * n
+    best = max(int(e.max()), -int(e.min()))
+    at = [(below, w_below, e)]  # (baseline count, window count, e) at the places looked at
+    bound = np.maximum(e[1:], -e[:-1])
+    count *= n
+    bound += count
+    need = bound > best
+    probe_ids = ref.cell_ids(probes, level)
+    need[probe_ids] = True
+    s = cur[need[ids]]
+    s.sort()
+    s_ids = ref.cell_ids(s, level)
+
+    def window_count(x, x_ids, side):
+        """The window's values ``<= x`` (side="right") or ``< x`` ("left"), ``x`` in cells all of whose
+        window values are in ``s``: those of the cells below, then those of ``s`` up to ``x`` in its cell."""
+        return w_below[x_ids] - np.searchsorted(s_ids, x_ids, side="left") + np.searchsorted(s, x, side=side)
+
+    if s.size:
+        for side in ("left", "right"):
+            i, j = np.searchsorted(ref.values, s, side=side).astype(np.int64), window_count(s, s_ids, side)
+            e_s = i * m - j * n
+            best = max(best, int(np.abs(e_s).max()))
+            at.append((i, j, e_s))
+    # the statistic as scipy rounds it, at the places where e is extreme (see ks_statistic_sorted)
+    slack = (n * m) >> KS_SLACK_SHIFT
+    d = 0.0
+    for i, j, e_at in at:
+        k = np.flatnonzero(np.abs(e_at) >= best - slack)
+        if k.size:
+            d = max(d, float(np.abs(_ecdf_value(i[k], n) - _ecdf_value(j[k], m)).max()))
+    return min(d, 1.0), window_count(probes, probe_ids, "right")
+
+
+def numeric_drift_prepared(feature: str, ref: PreparedColumn, window: np.ndarray, *, window_invalid: int = 0,
                            ks_alpha: float | None = None, bins: int = PSI_BINS,
                            ref_moments: tuple[float, float] | None = None) -> NumericDrift:
-    """:func:`numeric_drift` against a prepared (sorted, NaN-free) baseline, in O(window).
+    """:func:`numeric_drift` against a prepared baseline, in O(window) and without sorting the window.
 
     :param ks_alpha: the KS threshold; given, the p-value comes from :func:`ks_pvalue_bounded`
         (fast, same verdict as scipy at ``ks_alpha``); else exactly as scipy computes it.
     :param ref_moments: the baseline's (mean, std) when known, so even those cost no pass over it.
     """
-    cur = np.sort(np.asarray(window, dtype=np.float64))
-    n2 = cur.size - _trailing_nans(cur)
-    cur = cur[:n2]
-    out = NumericDrift(feature, int(ref.size), int(n2), max(int(window.size - n2 - window_invalid), 0), window_invalid)
-    if ref.size:
-        out.baseline_mean, out.baseline_std = ref_moments or (float(ref.mean()), float(ref.std()))
+    values = ref.values
+    cur = np.asarray(window, dtype=np.float64)
+    nans = np.isnan(cur)
+    if nans.any():
+        cur = cur[~nans]
+    n2 = cur.size
+    out = NumericDrift(feature, int(values.size), int(n2), max(int(window.size - n2 - window_invalid), 0),
+                       window_invalid)
+    if values.size:
+        out.baseline_mean, out.baseline_std = ref_moments or (float(values.mean()), float(values.std()))
     if n2:
         out.window_mean, out.window_std = float(cur.mean()), float(cur.std())
-    if ref.size and n2:
-        d = ks_statistic_presorted(ref, cur)
+    if values.size and n2:
+        edges = quantile_edges(values, bins)
+        d, at = ks_statistic_prepared(ref, cur, edges)
         out.ks_statistic = d
         if ks_alpha is None:
-            out.ks_pvalue = ks_pvalue(d, int(ref.size), int(n2))
+            out.ks_pvalue = ks_pvalue(d, int(values.size), int(n2))
         else:
-            out.ks_pvalue, _ = ks_pvalue_bounded(d, int(ref.size), int(n2), ks_alpha)
-        edges = quantile_edges(ref, bins)
-        p, q = binned_shares(ref, edges), binned_shares(cur, edges)
+            out.ks_pvalue, _ = ks_pvalue_bounded(d, int(values.size), int(n2), ks_alpha)
+        q = np.diff(np.concatenate(([0], at, [n2]))).astype(np.float64) / n2
+        p = binned_shares(values, edges)
         out.psi = psi(p, q)
         out.js = js_distance(p, q)
     return out
@@ -474,14 +568,14 @@ class StreamedWindow:
     ``ref[g]``; ``2l+1``: equal to the distinct value starting at ``ref[l]``) and only the per-slot
     counts are kept (``2 * len(ref) + 1`` integers, whatever the window's size). Between two baseline
     values the baseline's ECDF is flat, so the KS supremum lies at a slot's ends: the statistic from
-    the counts is exactly :func:`ks_statistic_presorted`'s, and the PSI / JS shares come from the same
+    the counts is exactly :func:`ks_statistic_prepared`'s, and the PSI / JS shares come from the same
     counts at the baseline's quantile edges.
 
-    :param ref: the prepared baseline column (sorted, NaN-free; a memory map is fine).
+    :param ref: the prepared baseline column (its sorted values are what this uses; memory maps are fine).
     """
 
-    def __init__(self, feature: str, ref: np.ndarray):
-        self.feature, self.ref = feature, ref
+    def __init__(self, feature: str, ref: PreparedColumn):
+        self.feature, self.ref = feature, ref.values
         self.counts = np.zeros(2 * ref.size + 1, np.int64)
         self.missing = 0
         self.total = 0.0
