@@ -10,15 +10,55 @@ import scipy.stats
 from hybrid_mlops.drift import engine
 
 
-@pytest.mark.parametrize("n,m,ties", [(5000, 700, False), (20000, 3000, True), (1000, 1000, True), (3, 50, False)])
-def test_presorted_ks_equals_the_merge(n, m, ties):
-    rng = np.random.default_rng(n + m)
-    a = rng.integers(0, 40, n).astype(float) if ties else rng.normal(0, 1, n)
-    b = rng.integers(2, 45, m).astype(float) if ties else rng.normal(0.05, 1, m)
-    a.sort(), b.sort()
-    got = engine.ks_statistic_presorted(a, b)
-    assert got == pytest.approx(engine.ks_statistic_sorted(a, b), abs=1e-12)
-    assert got == pytest.approx(scipy.stats.ks_2samp(a, b).statistic, abs=1e-12)
+def _samples(kind, n, m, rng):
+    """A baseline and a window of ``kind`` (each the hard case of one branch of the grid's refinement)."""
+    if kind in ("none", "mild", "strong"):  # continuous, shifted by 0, 0.01 and 0.1 sd
+        return rng.normal(0, 1, n), rng.normal({"none": 0, "mild": 0.01, "strong": 0.1}[kind], 1, m)
+    if kind == "ties":  # few distinct values: whole cells of equal values on both sides
+        return rng.integers(0, 6, n).astype(float), rng.integers(1, 8, m).astype(float)
+    if kind == "beyond":  # most of the window in the two end cells, infinities included
+        b = rng.normal(0, 30, m)
+        b[::7] = np.inf
+        b[1::11] = -np.inf
+        return rng.normal(0, 1, n), b
+    if kind == "one cell":  # the whole window inside one cell of the grid
+        a = rng.normal(0, 1, n)
+        return a, np.median(a) + rng.normal(0, 1e-12, m)
+    if kind == "constant":  # a constant baseline, the window on and around its value
+        return np.full(n, 3.5), rng.choice([3.0, 3.5, 4.0], m, p=[0.2, 0.6, 0.2])
+    if kind == "constant window":
+        return rng.lognormal(0, 1, n), np.full(m, 1.25)
+    raise AssertionError(kind)
+
+
+KINDS = ["none", "mild", "strong", "ties", "beyond", "one cell", "constant", "constant window"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n,m", [(1, 1), (7, 2), (40, 1), (300, 5000), (5000, 300), (30_000, 30_000),
+                                 (200_000, 700)])
+def test_prepared_ks_is_scipys_statistic(kind, n, m):
+    rng = np.random.default_rng([n, m, KINDS.index(kind)])
+    a, b = _samples(kind, n, m, rng)
+    col = engine.prepare_column(a)
+    edges = engine.quantile_edges(col.values)
+    d, at = engine.ks_statistic_prepared(col, b, edges)
+    assert d == scipy.stats.ks_2samp(a, b).statistic  # to the bit
+    assert np.array_equal(at, np.searchsorted(np.sort(b), edges, side="right"))  # the PSI bins' counts
+
+
+def test_prepared_ks_on_the_full_grid_and_verdicts_equal_scipy():
+    """A 1M-cell grid (window as large as the baseline: no coarsening), shifts around the threshold."""
+    rng = np.random.default_rng(11)
+    a = rng.normal(0, 1, 600_000)
+    col = engine.prepare_column(a)
+    assert col.cells == 2 ** 20
+    for shift in (0.0, 0.004, 0.008, 0.05):
+        b = rng.normal(shift, 1, 600_000)
+        got = engine.numeric_drift_prepared("x", col, b, ks_alpha=1e-3)
+        want = scipy.stats.ks_2samp(a, b)
+        assert got.ks_statistic == want.statistic
+        assert (got.ks_pvalue < 1e-3) == (want.pvalue < 1e-3)
 
 
 def test_prepared_baseline_figures_equal_the_full_path(tmp_path):
@@ -29,12 +69,14 @@ def test_prepared_baseline_figures_equal_the_full_path(tmp_path):
     window[::50] = np.nan
     prepared = engine.prepare_baseline({"x": base})
     engine.save_prepared(prepared, tmp_path)
-    loaded = engine.load_prepared(tmp_path, ["x"])
-    assert isinstance(loaded["x"], np.memmap) and np.array_equal(loaded["x"], prepared["x"])
-    fast = engine.numeric_drift_prepared("x", loaded["x"], window, window_invalid=3)
+    loaded = engine.load_prepared(tmp_path, ["x"])["x"]
+    assert isinstance(loaded.values, np.memmap) and np.array_equal(loaded.values, prepared["x"].values)
+    assert isinstance(loaded.below, np.memmap) and np.array_equal(loaded.below, prepared["x"].below)
+    fast = engine.numeric_drift_prepared("x", loaded, window, window_invalid=3)
     full = engine.numeric_drift("x", base, window, window_invalid=3)
     for key, value in full.to_dict().items():
         assert fast.to_dict()[key] == (pytest.approx(value, rel=1e-9, abs=1e-12) if isinstance(value, float) else value), key
+    assert fast.ks_statistic == full.ks_statistic and fast.ks_pvalue == full.ks_pvalue
 
 
 def test_bounded_pvalue_error_and_verdicts_equal_scipy():

@@ -497,7 +497,8 @@ def ks_statistic_prepared(ref: PreparedColumn, cur: np.ndarray, probes: np.ndarr
     bound = np.maximum(e[1:], -e[:-1])
     count *= n
     bound += count
-    need = bound > best
+    slack = (n * m) >> KS_SLACK_SHIFT
+    need = bound >= best - slack  # >=: every place where e ties the extreme, for scipy's rounding below
     probe_ids = ref.cell_ids(probes, level)
     need[probe_ids] = True
     s = cur[need[ids]]
@@ -515,8 +516,7 @@ def ks_statistic_prepared(ref: PreparedColumn, cur: np.ndarray, probes: np.ndarr
             e_s = i * m - j * n
             best = max(best, int(np.abs(e_s).max()))
             at.append((i, j, e_s))
-    # the statistic as scipy rounds it, at the places where e is extreme (see ks_statistic_sorted)
-    slack = (n * m) >> KS_SLACK_SHIFT
+    # the statistic as scipy rounds it, at all the places where e is extreme (see ks_statistic_sorted)
     d = 0.0
     for i, j, e_at in at:
         k = np.flatnonzero(np.abs(e_at) >= best - slack)
@@ -576,7 +576,7 @@ class StreamedWindow:
 
     def __init__(self, feature: str, ref: PreparedColumn):
         self.feature, self.ref = feature, ref.values
-        self.counts = np.zeros(2 * ref.size + 1, np.int64)
+        self.counts = np.zeros(2 * self.ref.size + 1, np.int64)
         self.missing = 0
         self.total = 0.0
         self.total_sq = 0.0
