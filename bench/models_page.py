@@ -3,9 +3,10 @@
 Seeds the fleet (registry versions with metadata and ModelLifeCycle, deployment records, 24 hourly drift
 reports per model, yesterday's cost.json), then times ``GET /hybrid-mlops/models`` through Airflow's
 api-server app (the plugin's FastAPI app mounted as the api-server mounts it, a JWT from the auth
-manager): the first load (cold caches) and the median of the next ones (warm), beside a naive peer that
-reads the same facts one request after another (list, then one describe and one mirror read per version,
-a full listing of each model's monitoring reports, the cost report).
+manager): the first load (cold caches, the first request to the app) and the median of the next ones
+(warm), beside a naive peer that reads the same facts one request after another (list, then one describe
+and one mirror read per version, a full listing of each model's monitoring reports, the cost report).
+Prints the load average: the figures mean little on a busy machine.
 
     .venv/bin/python bench/models_page.py [--models 10] [--versions 50] [--loads 5]
 """
@@ -128,7 +129,8 @@ def main() -> int:
         t = time.perf_counter()
         naive_requests = naive_peer(specs, bucket)
         naive = time.perf_counter() - t
-    print(f"{'':34}{'seconds':>9}{'registry+mirror reads':>24}")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPU(s)")
+    print(f"{'':34}{'seconds':>9}{'describes':>24}")
     print(f"{'Models page, cold (first load)':34}{cold:9.3f}{cold_requests:>24}")
     print(f"{'Models page, warm (median of ' + str(args.loads) + ')':34}{statistics.median(warm):9.3f}{warm_requests:>24}")
     print(f"{'naive peer (sequential describes)':34}{naive:9.3f}{naive_requests:>24} (all requests)")

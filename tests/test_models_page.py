@@ -84,21 +84,58 @@ def test_models_page_shows_registry_serving_drift_and_cost(api, fleet, spec):
     assert client.get("/hybrid-mlops/reports/local-registry-mirror/x.json").status_code == 404
 
 
-def test_a_warm_load_describes_only_what_changed(api, fleet, spec):
+def test_the_index_spares_describes_and_a_change_outside_the_project_shows(api, fleet, spec):
+    import boto3
+
     from hybrid_mlops.hooks.registry import ModelRegistryHook, model_life_cycle
     from hybrid_mlops.ui import app as page
 
     client, token = api
     client.cookies.set("_token", token)
-    client.get("/hybrid-mlops/api/models")
-    assert page.overview().requests == 8  # 4 describes + 4 mirror reads, cold
-    client.get("/hybrid-mlops/api/models")
-    assert page.overview().requests == 0
+
+    def version(n: int) -> dict:
+        data = client.get("/hybrid-mlops/api/models").json()
+        return next(v for m in data["models"] for v in m["versions"] if m["model"] == spec.name and v["version"] == n)
+
+    assert version(4)["stage"] == "dev"
+    assert page.overview().requests == 0  # cold: every version from the index the registry writes kept
     hook = ModelRegistryHook(aws_conn_id="aws_default")
-    pending = hook.package_by_version(spec.registry.model_package_group, 4)
+    group = spec.registry.model_package_group
+    pending = hook.package_by_version(group, 4)
     hook.update_package(pending["ModelPackageArn"], status="Approved", reason="ok",
                         lifecycle=model_life_cycle("staging", "Approved", "ok"))
-    data = client.get("/hybrid-mlops/api/models").json()
-    assert page.overview().requests == 2  # that version's mirror block and its describe
-    version = next(v for m in data["models"] for v in m["versions"] if m["model"] == spec.name and v["version"] == 4)
-    assert (version["status"], version["stage"]) == ("Approved", "staging")
+    assert (version(4)["status"], version(4)["stage"]) == ("Approved", "staging")
+    assert page.overview().requests == 0  # the project's own change is in the index
+
+    # Rejected in the SageMaker console (no index update): the listed status disagrees, the version is described.
+    boto3.client("sagemaker").update_model_package(ModelPackageArn=pending["ModelPackageArn"],
+                                                   ModelApprovalStatus="Rejected", ApprovalDescription="by hand")
+    seen = version(4)
+    assert (seen["status"], seen["approval_description"]) == ("Rejected", "by hand")
+    assert page.overview().requests == 1
+    version(4)
+    assert page.overview().requests == 0  # described once per state
+
+
+def test_concurrent_index_writers_keep_each_others_versions(aws, spec):
+    """Two hooks register versions of one group at once: the conditional writes lose no entry."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hybrid_mlops.hooks.registry import ModelRegistryHook
+
+    seeded = seed_model(spec, 1, hours=1)
+    hook = ModelRegistryHook(aws_conn_id="aws_default")
+    group = spec.registry.model_package_group
+    first = hook.package_by_version(group, 1)
+    request = {k: first[k] for k in ("ModelPackageGroupName", "InferenceSpecification")}
+
+    def register(i: int) -> str:
+        return ModelRegistryHook(aws_conn_id="aws_default").create_package(
+            {**request, "ModelApprovalStatus": "PendingManualApproval", "CustomerMetadataProperties": {"run_id": f"r{i}"}})
+
+    with ThreadPoolExecutor(4) as pool:
+        arns = list(pool.map(register, range(4)))
+    index = hook.registry_index(arns[0])
+    assert sorted(index, key=int) == ["1", "2", "3", "4", "5"], seeded
+    assert {index[str(v)]["ModelPackageArn"] for v in range(2, 6)} == set(arns)
+    assert index["1"]["ModelLifeCycle"]["Stage"] == "prod"

@@ -9,6 +9,7 @@
     monitoring/<model>/<yyyy>/<mm>/<dd>/<hh>/                drift reports (Model Monitor shapes)
     cost-reports/<yyyy-mm-dd>/                               daily cost report
     deployments/<model>.json                                 what serves where (record_deployment)
+    registry-index/<region>/<account>/<group>.json           each version's status, stage, metadata
 """
 
 from __future__ import annotations
@@ -67,3 +68,8 @@ def cost_report_prefix(day: str) -> str:
 def deployment_record_key(model: str) -> str:
     """What serves the model where, as ``record_deployment`` last wrote it (the Models page reads it)."""
     return f"deployments/{model}.json"
+
+
+def registry_index_key(region: str, account: str, group: str) -> str:
+    """The index of a model package group's versions (``ModelRegistryHook`` writes it, the Models page reads it)."""
+    return f"registry-index/{region}/{account}/{group}.json"

@@ -2,14 +2,16 @@
 the monitor's newest drift report, the daily cost report.
 
 Every read is bounded: a handful of S3 requests per model whatever the history's length (the newest
-hourly report is found by descending the ``<yyyy>/<mm>/<dd>/<hh>/`` levels with a delimiter, and on a
-warm cache by one ``StartAfter`` listing of what is newer).
+hourly report is found by one ``StartAfter`` listing of what is newer than the newest seen, or, cold,
+of the last :data:`RECENT_HOURS`; when that finds none, by descending the ``<yyyy>/<mm>/<dd>/<hh>/``
+levels with a delimiter).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -17,6 +19,8 @@ from botocore.exceptions import ClientError
 
 from hybrid_mlops import layout
 
+#: A cold look for the newest drift report first lists this many hours back (one request), then descends.
+RECENT_HOURS = 24
 #: Objects the page may show through its report route (what the monitor and the cost report write).
 REPORT_PREFIXES = ("monitoring/", "cost-reports/")
 
@@ -83,14 +87,15 @@ class RecordsHook(S3Hook):
         base = f"monitoring/{model}/"
         with self._newest_lock:
             known = self._newest_report.get((bucket, model))
-        if known:  # warm: one listing from the newest hour seen (its report, re-written or not, and newer ones)
-            page = self.conn.list_objects_v2(Bucket=bucket, Prefix=base, StartAfter=known.rsplit("/", 1)[0],
-                                             MaxKeys=1000)
-            reports = {o["Key"]: o["ETag"] for o in page.get("Contents", []) if o["Key"].endswith("/report.json")}
-            if reports and not page.get("IsTruncated"):
-                key = max(reports)
-                self._remember(bucket, model, key)
-                return key, reports[key]
+        # Warm: one listing from the newest hour seen (its report, re-written or not, and newer ones). Cold: one
+        # listing of the last RECENT_HOURS (an hourly monitor's newest report is there); else the descent below.
+        known = known or layout.monitoring_prefix(model, datetime.now(timezone.utc) - timedelta(hours=RECENT_HOURS))
+        page = self.conn.list_objects_v2(Bucket=bucket, Prefix=base, StartAfter=known.rsplit("/", 1)[0], MaxKeys=1000)
+        reports = {o["Key"]: o["ETag"] for o in page.get("Contents", []) if o["Key"].endswith("/report.json")}
+        if reports and not page.get("IsTruncated"):
+            key = max(reports)
+            self._remember(bucket, model, key)
+            return key, reports[key]
         prefix = base
         for _level in range(4):  # yyyy/ mm/ dd/ hh/: take the newest at each level
             levels = sorted(self._prefixes(bucket, prefix))

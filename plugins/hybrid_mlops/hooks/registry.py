@@ -36,6 +36,11 @@ _ENTITY_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 STAGE_ON_APPROVAL_KEY = "stage_on_approval"
 #: Where the local target keeps ModelLifeCycle (moto drops the field): s3://<bucket>/<prefix><region>/<account>/<group>/<version>.json
 LIFECYCLE_MIRROR_PREFIX = "local-registry-mirror/ModelLifeCycle/"
+#: What the registry index keeps of each version (DescribeModelPackage's names).
+INDEX_FIELDS = ("ModelPackageArn", "ModelPackageVersion", "CreationTime", "ModelApprovalStatus",
+                "ApprovalDescription", "ModelLifeCycle", "CustomerMetadataProperties")
+#: Read-modify-write attempts of the index when another writer changed it in between.
+INDEX_WRITE_ATTEMPTS = 5
 
 
 def model_life_cycle(stage: str, status: str, description: str = "") -> dict[str, str]:
@@ -126,6 +131,14 @@ class ModelRegistryHook(SageMakerHook):
         s3://<HYBRID_MLOPS_BUCKET>/local-registry-mirror/ModelLifeCycle/<region>/<account>/<group>/<version>.json
         {"ModelPackageArn": "...", "ModelLifeCycle": {"Stage": "...", "StageStatus": "...", "StageDescription": "..."}}
 
+    **The registry index.** After each create or update, the hook also records the version, as
+    DescribeModelPackage then returns it (:data:`INDEX_FIELDS`), in one JSON document per package group
+    (:func:`hybrid_mlops.layout.registry_index_key`, in the bucket the mirror uses, on both targets),
+    so a reader gets every version's status, stage and metadata in one GET, and describes only the
+    versions ListModelPackages shows differently (changed outside the project) or the index lacks. Writers
+    of one group do not lose each other's entries: the write is conditional on the ETag read (S3's
+    ``If-Match`` / ``If-None-Match``), and read again on a conflict.
+
     :meth:`describe_package` puts it back where DescribeModelPackage has it (``ModelLifeCycle``,
     only when the server returned none), and :meth:`packages_in_stage` reads it where
     ListModelPackages' summaries lack it, so callers see the real API's shape on both targets. The
@@ -179,6 +192,54 @@ class ModelRegistryHook(SageMakerHook):
                 return None
             raise
         return json.loads(body).get("ModelLifeCycle") or None
+
+    # -- the registry index -----------------------------------------------------------------------
+
+    def registry_index_location(self, arn: str) -> tuple[str, str]:
+        """``(bucket, key)`` of the index of a package's group (the bucket the mirror uses)."""
+        from hybrid_mlops import layout
+
+        bucket, _ = self.lifecycle_mirror_location(arn)  # checks the ARN
+        _, _, _, region, account, resource = arn.split(":", 5)
+        return bucket, layout.registry_index_key(region, account, resource.split("/")[1])
+
+    def registry_index(self, any_version_arn: str) -> dict[str, dict]:
+        """``{version (text): entry}`` of the group's index (empty when there is none yet)."""
+        bucket, key = self.registry_index_location(any_version_arn)
+        try:
+            body = self._mirror_s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as err:
+            if err.response["Error"]["Code"] in ("NoSuchKey", "NoSuchBucket", "404"):
+                return {}
+            raise
+        return json.loads(body).get("versions") or {}
+
+    def _index_write(self, described: dict) -> None:
+        """Record the described version in its group's index (read, merge, conditional write)."""
+        arn = described["ModelPackageArn"]
+        bucket, key = self.registry_index_location(arn)
+        entry = {k: described[k] for k in INDEX_FIELDS if described.get(k) is not None}
+        s3 = self._mirror_s3()
+        for _attempt in range(INDEX_WRITE_ATTEMPTS):
+            try:
+                current = s3.get_object(Bucket=bucket, Key=key)
+                doc, condition = json.loads(current["Body"].read()), {"IfMatch": current["ETag"]}
+            except ClientError as err:
+                if err.response["Error"]["Code"] not in ("NoSuchKey", "404"):
+                    raise
+                doc, condition = {"ModelPackageGroupName": key.rsplit("/", 1)[1].removesuffix(".json"),
+                                  "versions": {}}, {"IfNoneMatch": "*"}
+            doc["versions"][str(described["ModelPackageVersion"])] = entry
+            try:
+                s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, sort_keys=True).encode(),
+                              ContentType="application/json", **condition)
+                return
+            except ClientError as err:
+                # 412: changed since read; 409: a concurrent conditional write; NoSuchKey: deleted since read
+                if err.response["Error"]["Code"] not in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
+                    raise
+                self.log.info("Registry index s3://%s/%s changed meanwhile; merging again", bucket, key)
+        raise RuntimeError(f"s3://{bucket}/{key} kept changing: {INDEX_WRITE_ATTEMPTS} attempts to record {arn}")
 
     def ensure_group(self, group: str, description: str, tags: dict[str, str]) -> str:
         """The group's ARN, creating the group (tagged) when it does not exist yet."""
@@ -236,9 +297,9 @@ class ModelRegistryHook(SageMakerHook):
     def list_versions(self, group: str, limit: int = 100) -> list[dict]:
         """The group's ``ModelPackageSummary`` entries, newest first (``ListModelPackages`` pages).
 
-        On ``aws`` each carries ``ModelLifeCycle`` as SageMaker returns it; on the local target the
-        caller fills it from :meth:`lifecycle_mirror_etags` / :meth:`mirrored_lifecycle`. A group that
-        does not exist yet has no versions.
+        On ``aws`` each carries ``ModelLifeCycle`` as SageMaker returns it; on the local target it is
+        in the mirror (:meth:`describe_package`) and in :meth:`registry_index`. A group that does not
+        exist yet has no versions.
         """
         try:
             return [_jsonable(s) for s in self._summaries(group, limit=limit)]
@@ -247,35 +308,10 @@ class ModelRegistryHook(SageMakerHook):
                 return []
             raise
 
-    def mirrors_lifecycle(self) -> bool:
-        """Whether ModelLifeCycle is kept in the local mirror (the local target)."""
-        return self._mirrors_lifecycle()
-
-    def lifecycle_mirror_etags(self, any_version_arn: str) -> dict[str, str]:
-        """``{package ARN: ETag}`` of the mirrored ModelLifeCycle blocks of that version's group: one
-        listing, so a reader fetches only the blocks that changed since it last looked."""
-        bucket, key = self.lifecycle_mirror_location(any_version_arn)
-        folder = key.rsplit("/", 1)[0] + "/"
-        arn_base = any_version_arn.rsplit("/", 1)[0] + "/"
-        found: dict[str, str] = {}
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": folder}
-        s3 = self._mirror_s3()
-        while True:
-            try:
-                page = s3.list_objects_v2(**kwargs)
-            except ClientError as err:
-                if err.response["Error"]["Code"] == "NoSuchBucket":
-                    return found
-                raise
-            for obj in page.get("Contents", []):
-                found[arn_base + obj["Key"][len(folder):].removesuffix(".json")] = obj["ETag"]
-            if not page.get("IsTruncated"):
-                return found
-            kwargs["ContinuationToken"] = page["NextContinuationToken"]
-
-    def mirrored_lifecycle(self, arn: str) -> dict | None:
-        """The ModelLifeCycle block the local mirror holds for ``arn`` (None when it holds none)."""
-        return self._mirror_read(arn)
+    def use_s3_client(self, client) -> None:
+        """Read and write the mirror and the index through ``client`` (a caller that built one already
+        saves building another)."""
+        self.__dict__["_mirror_client"] = client
 
     def find_package(self, group: str, key: str, value: str, scan: int = 50) -> dict | None:
         """The newest package whose CustomerMetadataProperties[key] == value (among the ``scan`` newest)."""
@@ -309,6 +345,10 @@ class ModelRegistryHook(SageMakerHook):
         arn = self.conn.create_model_package(**request)["ModelPackageArn"]
         if lifecycle is not None and self._mirrors_lifecycle():
             self._mirror_write(arn, lifecycle)
+        described = self.describe_package(arn, with_mirror=False)
+        if lifecycle is not None and "ModelLifeCycle" not in described and self._mirrors_lifecycle():
+            described["ModelLifeCycle"] = lifecycle
+        self._index_write(described)
         return arn
 
     def update_package(
@@ -346,7 +386,9 @@ class ModelRegistryHook(SageMakerHook):
         self.conn.update_model_package(**request)
         if lifecycle is not None and self._mirrors_lifecycle():
             self._mirror_write(current.get("ModelPackageArn") or arn, lifecycle)
-        return self.describe_package(arn)
+        described = self.describe_package(arn)
+        self._index_write(described)
+        return described
 
     def set_stage(self, arn: str, stage: str, status: str, description: str = "") -> dict:
         """Move the package to ``stage`` (``ModelLifeCycle``); returns the described package."""

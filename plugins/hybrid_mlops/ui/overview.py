@@ -3,11 +3,12 @@
 Per model spec:
 
 - **registry**: ``ListModelPackages`` (one page of up to 100 summaries: version, approval status and, on
-  ``aws``, ``ModelLifeCycle``). The newest :data:`DETAILED_VERSIONS` versions and every served one are
-  detailed: metrics, the decision and the person from ``DescribeModelPackage``
-  (``CustomerMetadataProperties``, ``ApprovalDescription``), cached per version and fetched again only
-  when its approval status or stage changed, so a warm page load describes nothing that did not change;
-  on ``local`` the ModelLifeCycle mirror is listed once and only changed blocks (by ETag) are fetched;
+  ``aws``, ``ModelLifeCycle``) and the group's registry index (one GET: each version's status, stage and
+  metadata as the project last wrote them, see :class:`~hybrid_mlops.hooks.registry.ModelRegistryHook`).
+  A version the index shows as the registry lists it is taken from the index; one it lacks or shows
+  otherwise (changed outside the project, in the SageMaker console say) is described
+  (``DescribeModelPackage``) when it is among the newest :data:`DETAILED_VERSIONS` or served, cached per
+  version and described again only when its listed status or stage changed;
 - **serving**: the deployment record ``record_deployment`` writes (``deployments/<model>.json``: version,
   target, regions with traffic and replicas) and, on ``local``, whether its predictor still runs;
 - **drift**: the newest ``monitoring/<model>/<yyyy>/<mm>/<dd>/<hh>/report.json`` (the monitor's summary);
@@ -45,6 +46,16 @@ def _fingerprint(summary: dict) -> tuple:
             lifecycle.get("StageDescription"))
 
 
+def _agrees(summary: dict, entry: dict | None) -> bool:
+    """Whether the index entry shows the version as ListModelPackages does (status, and the stage where
+    the summary has one: on the local target it has none, and only the project writes stages there)."""
+    if not entry or entry.get("ModelPackageArn") != summary["ModelPackageArn"]:
+        return False
+    if "ModelLifeCycle" not in summary:
+        return entry.get("ModelApprovalStatus") == summary.get("ModelApprovalStatus")
+    return _fingerprint(entry) == _fingerprint(summary)
+
+
 def _number(text: Any) -> float | None:
     try:
         return float(text)
@@ -66,9 +77,8 @@ class ModelsOverview:
         self.max_workers = max_workers
         self._lock = threading.Lock()
         self._described: dict[str, tuple[tuple, dict]] = {}
-        self._mirror: dict[str, tuple[str, dict | None]] = {}
         self._hooks: tuple[float, Any, Any] | None = None
-        self.requests = 0  #: describe + mirror reads of the last collect (for the benchmark)
+        self.requests = 0  #: DescribeModelPackage requests of the last collect (for the benchmark)
 
     def _clients(self):
         from hybrid_mlops.hooks.records import RecordsHook
@@ -79,7 +89,7 @@ class ModelsOverview:
                 registry = ModelRegistryHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
                 records = RecordsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
                 registry.conn, records.conn  # noqa: B018 - build the clients once, before the threads share them
-                registry._mirror_s3()
+                registry.use_s3_client(records.conn)
                 self._hooks = (time.monotonic(), registry, records)
             return self._hooks[1], self._hooks[2]
 
@@ -96,28 +106,18 @@ class ModelsOverview:
         self.requests = 0
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="models-page") as pool:
             cost_f = pool.submit(records.cost_report, bucket, day)
-            firsts = {s.name: pool.submit(self._first_pass, registry, records, bucket, s, detailed) for s in specs}
-            first = {name: f.result() for name, f in firsts.items()}
-            # Second pass: every describe and mirror read the fleet needs, on the same pool.
-            mirror_jobs = [(arn, etag) for f in first.values() for arn, etag in f["mirror_todo"]]
-            for arn, lifecycle in zip([a for a, _ in mirror_jobs],
-                                      pool.map(lambda j: registry.mirrored_lifecycle(j[0]), mirror_jobs)):
-                etag = dict(mirror_jobs)[arn]
-                with self._lock:
-                    self._mirror[arn] = (etag, lifecycle)
-            for f in first.values():
-                for s in f["summaries"]:
-                    if "ModelLifeCycle" not in s and s["ModelPackageArn"] in self._mirror:
-                        lifecycle = self._mirror[s["ModelPackageArn"]][1]
-                        if lifecycle:
-                            s["ModelLifeCycle"] = lifecycle
+            jobs = {s.name: (pool.submit(self._registry, registry, s),
+                             pool.submit(records.deployment_record, bucket, s.name),
+                             pool.submit(records.newest_drift_report, bucket, s.name)) for s in specs}
+            first = {name: self._versions(*(f.result() for f in fs), detailed) for name, fs in jobs.items()}
+            # Versions the index lacks or shows otherwise, among those detailed: described (cached per state).
             todo = [s for f in first.values() for s in f["summaries"] if s["ModelPackageArn"] in f["detailed"]
+                    and s["ModelPackageArn"] not in f["indexed"]
                     and self._described.get(s["ModelPackageArn"], ((),))[0] != _fingerprint(s)]
-            for s, described in zip(todo, pool.map(lambda s: registry.describe_package(
-                    s["ModelPackageArn"], with_mirror=False), todo)):
+            for s, described in zip(todo, pool.map(lambda s: registry.describe_package(s["ModelPackageArn"]), todo)):
                 with self._lock:
                     self._described[s["ModelPackageArn"]] = (_fingerprint(s), described)
-            self.requests = len(mirror_jobs) + len(todo)
+            self.requests = len(todo)
             cost = cost_f.result()
         models = [self._model(spec, first[spec.name], cost, bucket, registry) for spec in specs]
         return {
@@ -128,29 +128,31 @@ class ModelsOverview:
             "models": models,
         }
 
-    def _first_pass(self, registry, records, bucket: str, spec: ModelSpec, detailed: int) -> dict:
+    @staticmethod
+    def _registry(registry, spec: ModelSpec) -> tuple[list[dict], dict[str, dict]]:
         summaries = registry.list_versions(spec.registry.model_package_group, limit=MAX_VERSIONS)
-        deployment = records.deployment_record(bucket, spec.name)
+        return summaries, (registry.registry_index(summaries[0]["ModelPackageArn"]) if summaries else {})
+
+    @staticmethod
+    def _versions(registry: tuple[list[dict], dict[str, dict]], deployment: dict | None, drift: dict | None,
+                  detailed: int) -> dict:
+        summaries, index = registry
         served = {(deployment or {}).get("version")} | {
             e.get("version") for e in ((deployment or {}).get("regions") or {}).values()}
-        chosen = {s["ModelPackageArn"] for i, s in enumerate(summaries)
-                  if i < detailed or s.get("ModelPackageVersion") in served}
-        mirror_todo: list[tuple[str, str]] = []
-        if summaries and registry.mirrors_lifecycle() and any("ModelLifeCycle" not in s for s in summaries):
-            etags = registry.lifecycle_mirror_etags(summaries[0]["ModelPackageArn"])
-            for s in summaries:
-                arn = s["ModelPackageArn"]
-                if "ModelLifeCycle" in s or arn not in etags or arn not in chosen:
-                    continue
-                cached = self._mirror.get(arn)
-                if cached is None or cached[0] != etags[arn]:
-                    mirror_todo.append((arn, etags[arn]))
+        indexed = {}
+        for s in summaries:
+            entry = index.get(str(s.get("ModelPackageVersion")))
+            if _agrees(s, entry):
+                indexed[s["ModelPackageArn"]] = entry
+                if "ModelLifeCycle" not in s and entry.get("ModelLifeCycle"):
+                    s["ModelLifeCycle"] = entry["ModelLifeCycle"]
         return {
             "summaries": summaries,
-            "detailed": chosen,
-            "mirror_todo": mirror_todo,
+            "indexed": indexed,
+            "detailed": {s["ModelPackageArn"] for i, s in enumerate(summaries)
+                         if i < detailed or s.get("ModelPackageVersion") in served},
             "deployment": deployment,
-            "drift": records.newest_drift_report(bucket, spec.name),
+            "drift": drift,
         }
 
     # -- assembly ----------------------------------------------------------------------------------
@@ -160,7 +162,8 @@ class ModelsOverview:
         versions = []
         for s in first["summaries"]:
             detailed = s["ModelPackageArn"] in first["detailed"]
-            described = self._described.get(s["ModelPackageArn"], ((), {}))[1] if detailed else {}
+            described = (first["indexed"].get(s["ModelPackageArn"])
+                         or self._described.get(s["ModelPackageArn"], ((), {}))[1]) if detailed else {}
             props = described.get("CustomerMetadataProperties") or {}
             lifecycle = s.get("ModelLifeCycle") or described.get("ModelLifeCycle") or {}
             metrics = {m: _number(props.get(m)) for m in metric_names if _number(props.get(m)) is not None}
