@@ -475,7 +475,7 @@ def ks_statistic_prepared(ref: PreparedColumn, cur: np.ndarray, probes: np.ndarr
     ECDFs are monotone, so ``|e|`` cannot exceed ``max(e_right, -e_left) + n1 * (window values in the
     cell)``; a cell without window values never beats its edges. Only the cells whose bound beats the
     best edge are refined: their window values (usually a handful) are sorted and ``e`` is taken at each
-    of them and just before each (both ECDFs' right and left limits), the baseline's counts by binary
+    distinct one and just before it (both ECDFs' right and left limits), the baseline's counts by binary
     search in its sorted values and the window's as the count below the cell plus the rank in the cell.
     Heavy ties or a window beyond the grid put many values in few cells: still exact, just more to sort.
     The grid is coarsened to about one cell per window value, so a small window pays for few cells.
@@ -503,16 +503,21 @@ def ks_statistic_prepared(ref: PreparedColumn, cur: np.ndarray, probes: np.ndarr
     need[probe_ids] = True
     s = cur[need[ids]]
     s.sort()
-    s_ids = ref.cell_ids(s, level)
+    new_run = np.ones(s.size, bool)  # s's distinct values u (few even when s is large: heavy ties)
+    np.not_equal(s[1:], s[:-1], out=new_run[1:])
+    run = np.append(np.flatnonzero(new_run), s.size)  # where each value's run starts in s, then s's size
+    u = s[run[:-1]]
+    u_ids = ref.cell_ids(u, level)
 
     def window_count(x, x_ids, side):
         """The window's values ``<= x`` (side="right") or ``< x`` ("left"), ``x`` in cells all of whose
-        window values are in ``s``: those of the cells below, then those of ``s`` up to ``x`` in its cell."""
-        return w_below[x_ids] - np.searchsorted(s_ids, x_ids, side="left") + np.searchsorted(s, x, side=side)
+        window values are in ``s``: those of the cells below, less the part of them in ``s``, plus ``s``'s
+        values up to ``x``."""
+        return w_below[x_ids] - run[np.searchsorted(u_ids, x_ids, side="left")] + np.searchsorted(s, x, side=side)
 
-    if s.size:
+    if u.size:
         for side in ("left", "right"):
-            i, j = np.searchsorted(ref.values, s, side=side).astype(np.int64), window_count(s, s_ids, side)
+            i, j = np.searchsorted(ref.values, u, side=side).astype(np.int64), window_count(u, u_ids, side)
             e_s = i * m - j * n
             best = max(best, int(np.abs(e_s).max()))
             at.append((i, j, e_s))
