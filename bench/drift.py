@@ -17,7 +17,8 @@ Evidently reads only those rows (the first record batch of that size) and is cre
 what it read; the ratio compares values per second.
 
 The default run uses the prepared baseline too (as the monitor does): the baseline's columns are
-sorted once, outside the clock, as registration does (its time is printed), and the clocked run reads
+prepared once, outside the clock, as registration does (sorted, plus their counts on a uniform grid;
+its time is printed), and the clocked run reads
 the window from Parquet, memory-maps the prepared baseline and computes KS (p-value bounded at 1e-3),
 PSI, JS and the categorical tests, credited with baseline + window values. The engine is also run on
 exactly the rows Evidently reads, so the ratio compares the two on the same data.
@@ -29,7 +30,7 @@ prepared 1 M-row baseline: rows/s and the process's peak RSS are printed (the fi
 child process, so the peak is the reader's).
 
 ``--hourly``: the monitor's hourly shape. The baseline (``--rows``) is prepared once, outside the
-clock, as registration does (sorted columns stored as ``.npy``); each regime (no shift, a mild
+clock, as registration does (sorted columns and grid counts stored as ``.npy``); each regime (no shift, a mild
 0.01 sd shift, a strong 0.1 sd shift of half the columns) then times one hourly run: read the
 ``--window-rows`` window from Parquet, memory-map the prepared baseline, KS (p-value bounded at the
 1e-3 threshold) + PSI + JS per feature, credited with baseline + window values. Peak RSS is printed.
@@ -105,7 +106,7 @@ def category_counts(f: pq.ParquetFile, name: str) -> dict[str, int]:
 
 
 def prepare(ref_path: Path, numeric: list[str], directory: Path, rows: int | None = None) -> tuple[float, dict]:
-    """Registration's share: the baseline's numeric columns sorted into ``.npy`` files and its category
+    """Registration's share: the baseline's numeric columns prepared into ``.npy`` files and its category
     counts (``statistics.json`` holds them); returns (seconds, counts). ``rows``: only the first rows."""
     from hybrid_mlops.drift import engine
 
