@@ -31,6 +31,7 @@ import json
 import os
 import re
 import tempfile
+import urllib.parse
 import urllib.request
 from collections import defaultdict
 from datetime import datetime, time, timedelta, timezone
@@ -91,7 +92,7 @@ def _s3_arn(bucket: str, key: str | None = None) -> str:
 S3_ACTIONS = {"HeadBucket": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket", "ListObjects": "s3:ListBucket",
               "HeadObject": "s3:GetObject", "GetObject": "s3:GetObject", "PutObject": "s3:PutObject",
               "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject",
-              "CompleteMultipartUpload": "s3:PutObject"}
+              "CompleteMultipartUpload": "s3:PutObject", "DeleteObject": "s3:DeleteObject"}
 
 
 def needed(call: dict, workgroup_of: dict) -> list[tuple[str, str]]:
@@ -99,20 +100,61 @@ def needed(call: dict, workgroup_of: dict) -> list[tuple[str, str]]:
     service, op, p, region = call["service"], call["op"], call["params"], call["region"]
 
     def arn(svc, res):
-        return f"arn:aws:{svc}:{region}:{ACCOUNT}:{res}"
+        return f"arn:aws:{svc}:{region}:{call.get('account', ACCOUNT)}:{res}"
 
     if service == "s3":
-        key = None if S3_ACTIONS[op] == "s3:ListBucket" else p["Key"]
-        return [(S3_ACTIONS[op], _s3_arn(p["Bucket"], key))]
+        if op in S3_BUCKET_ACTIONS:
+            return [(f"s3:{S3_BUCKET_ACTIONS[op]}", _s3_arn(p["Bucket"]))]
+        if op == "CopyObject":  # the target written, the source (its pinned version) read
+            source, _, version = p["CopySource"].partition("?versionId=")
+            src_bucket, _, src_key = urllib.parse.unquote(source).partition("/")
+            out = [("s3:PutObject", _s3_arn(p["Bucket"], p["Key"])),
+                   ("s3:GetObjectVersion" if version else "s3:GetObject", _s3_arn(src_bucket, src_key))]
+            if p.get("SSEKMSKeyId"):  # SSE-KMS with that key: S3 asks KMS for a data key as the caller
+                out.append(("kms:GenerateDataKey", p["SSEKMSKeyId"]))
+            return out + kms_via_s3(call, src_bucket)
+        if S3_ACTIONS[op] == "s3:ListBucket":
+            return [("s3:ListBucket", _s3_arn(p["Bucket"]))]
+        action = "s3:GetObjectVersion" if p.get("VersionId") and S3_ACTIONS[op] == "s3:GetObject" else S3_ACTIONS[op]
+        # S3 answers a missing key 404 only to a caller allowed s3:ListBucket (else 403, which no caller reads as
+        # "not there")
+        missing = [("s3:ListBucket", _s3_arn(p["Bucket"]))] if call.get("error") in ("404", "NoSuchKey") else []
+        return [(action, _s3_arn(p["Bucket"], p["Key"]))] + missing + (
+            kms_via_s3(call, p["Bucket"]) if action != "s3:PutObject" else [])
+    if service == "sts":
+        return [(f"sts:{op}", p["RoleArn"])]
+    if service == "sagemaker-runtime":
+        return [(f"sagemaker:{op}", arn("sagemaker", f"endpoint/{p['EndpointName'].lower()}"))]
+    if service == "application-autoscaling":
+        if op.startswith("Describe"):  # no resource types
+            return [(f"application-autoscaling:{op}", "*")]
+        # a scalable target's ARN ends in an id AWS generates
+        out = [(f"application-autoscaling:{op}", arn("application-autoscaling", "scalable-target/0123456789abcdef"))]
+        if op == "RegisterScalableTarget":  # its first call creates the service-linked role as the caller
+            out.append(("iam:CreateServiceLinkedRole", f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/"
+                        "sagemaker.application-autoscaling.amazonaws.com/"
+                        "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"))
+        return out
     if service == "sagemaker":
+        if op == "ListTags":
+            return [(f"sagemaker:{op}", p["ResourceArn"].lower())]
         if op.startswith("List"):  # no resource types
             return [(f"sagemaker:{op}", "*")]
+        if op in ("CreateEndpoint", "UpdateEndpoint"):  # the endpoint and the config it is given
+            res = arn("sagemaker", f"endpoint/{p['EndpointName'].lower()}")
+            return ([(f"sagemaker:{op}", res),
+                     (f"sagemaker:{op}", arn("sagemaker", f"endpoint-config/{p['EndpointConfigName'].lower()}"))]
+                    + ([("sagemaker:AddTags", res)] if p.get("Tags") else []))
         if "TrainingJobName" in p:
             res = arn("sagemaker", f"training-job/{p['TrainingJobName'].lower()}")
         elif "ProcessingJobName" in p:
             res = arn("sagemaker", f"processing-job/{p['ProcessingJobName'].lower()}")
         elif "TransformJobName" in p:
             res = arn("sagemaker", f"transform-job/{p['TransformJobName'].lower()}")
+        elif "EndpointConfigName" in p:
+            res = arn("sagemaker", f"endpoint-config/{p['EndpointConfigName'].lower()}")
+        elif "EndpointName" in p:
+            res = arn("sagemaker", f"endpoint/{p['EndpointName'].lower()}")
         elif "ModelName" in p:
             res = arn("sagemaker", f"model/{p['ModelName'].lower()}")
         elif op == "CreateModelPackage":
@@ -160,8 +202,27 @@ def needed(call: dict, workgroup_of: dict) -> list[tuple[str, str]]:
     if service == "ce":
         return [(f"ce:{op}", "*")]
     if service == "cloudwatch":
+        if op == "PutMetricAlarm":  # an alarm created with tags needs cloudwatch:TagResource
+            alarm = arn("cloudwatch", f"alarm:{p['AlarmName']}")
+            return [(f"cloudwatch:{op}", alarm)] + ([("cloudwatch:TagResource", alarm)] if p.get("Tags") else [])
         return [(f"cloudwatch:{op}", "*")]
     raise AssertionError(f"no IAM mapping for {service}.{op}: add it to needed()")
+
+
+#: S3 requests on a bucket (not an object) and the IAM action each needs.
+S3_BUCKET_ACTIONS = {"CreateBucket": "CreateBucket", "GetBucketLocation": "GetBucketLocation",
+                     "GetBucketVersioning": "GetBucketVersioning", "PutBucketVersioning": "PutBucketVersioning",
+                     "GetBucketTagging": "GetBucketTagging", "PutBucketTagging": "PutBucketTagging"}
+#: Buckets whose objects are SSE-KMS with a key another account's principal must be allowed to decrypt
+#: through S3 (bucket -> key ARN); set by the tests that read across accounts.
+SSE_KMS_BUCKETS: dict[str, str] = {}
+
+
+def kms_via_s3(call: dict, bucket: str) -> list[tuple[str, str]]:
+    """Reading an SSE-KMS object of another account's bucket: ``kms:Decrypt`` on its key, as the caller
+    (in the key's own account the key policy grants it to the project's roles)."""
+    key = SSE_KMS_BUCKETS.get(bucket)
+    return [("kms:Decrypt", key)] if key and key.split(":")[4] != call.get("account", ACCOUNT) else []
 
 
 def table_is_cur(query: str) -> bool:
@@ -204,6 +265,8 @@ class Enforcing:
         self.credentials: dict[str, dict] = {}
         self.recording = False
         self.enforcing = False
+        self.role_labels: dict[str, str] = {}  # role ARN -> label of the credentials AssumeRole returns
+        self.accounts: dict[str, str] = {}     # label -> its account, when not ACCOUNT
 
     def enforce(self, on: bool) -> None:
         """``INITIAL_NO_AUTH_ACTION_COUNT``: 0 checks every request from now on; infinity checks none."""
@@ -226,6 +289,39 @@ class Enforcing:
                                    "aws_secret_access_key": creds["SecretAccessKey"],
                                    "aws_session_token": creds["SessionToken"]}
 
+    def record(self, env: pytest.MonkeyPatch) -> None:
+        """Record every request a principal of :attr:`principals` sends while :attr:`recording` (answered or
+        not: a "not found" is an answer too); the credentials ``sts:AssumeRole`` returns for a role of
+        :attr:`role_labels` become that label's (the provider's session factory assumes it)."""
+        original = botocore.client.BaseClient._make_api_call
+
+        def recording(client, op, params):
+            creds = client._request_signer._credentials
+            label = self.principals.get(getattr(creds, "access_key", None))
+            call = {"principal": label, "service": client.meta.service_model.service_name, "op": op,
+                    "region": client.meta.region_name, "params": params, "response": {},
+                    "account": self.accounts.get(label, ACCOUNT)}
+            if self.recording and label:
+                self.calls.append(call)
+            unverifiable = self.enforcing and call["service"] in UNVERIFIABLE_ON_MOTO
+            if unverifiable:  # recorded, proven against the policy, but not sent to moto's checks
+                self.enforce(False)
+            try:
+                response = original(client, op, params)
+            except botocore.exceptions.ClientError as err:
+                call["error"] = err.response["Error"]["Code"]
+                raise
+            finally:
+                if unverifiable:
+                    self.enforce(True)
+            call["response"] = _kept(response)
+            if op == "AssumeRole" and params["RoleArn"] in self.role_labels:
+                assumed = self.role_labels[params["RoleArn"]]
+                self.principals[response["Credentials"]["AccessKeyId"]] = assumed
+            return response
+
+        env.setattr(botocore.client.BaseClient, "_make_api_call", recording)
+
     def client(self, label: str, service: str, region: str = REGION):
         return boto3.client(service, region_name=region, endpoint_url=self.server.url, **self.credentials[label])
 
@@ -241,27 +337,7 @@ def proof(tmp_path_factory, airflow_db):
     for name, value in server.environ(REGION).items():
         env.setenv(name, value)
     enf = Enforcing(server, deploy)
-    original = botocore.client.BaseClient._make_api_call
-
-    def recording(client, op, params):  # every request, answered or not (a "not found" is an answer too)
-        creds = client._request_signer._credentials
-        label = enf.principals.get(getattr(creds, "access_key", None))
-        call = {"principal": label, "service": client.meta.service_model.service_name, "op": op,
-                "region": client.meta.region_name, "params": params, "response": {}}
-        if enf.recording and label:
-            enf.calls.append(call)
-        unverifiable = enf.enforcing and call["service"] in UNVERIFIABLE_ON_MOTO
-        if unverifiable:  # recorded, proven against the policy below, but not sent to moto's checks
-            enf.enforce(False)
-        try:
-            response = original(client, op, params)
-        finally:
-            if unverifiable:
-                enf.enforce(True)
-        call["response"] = _kept(response)
-        return response
-
-    env.setattr(botocore.client.BaseClient, "_make_api_call", recording)
+    enf.record(env)
     try:
         _setup_and_run(enf, env, LocalServing)
         yield enf

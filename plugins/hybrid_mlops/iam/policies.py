@@ -129,6 +129,12 @@ def mwaa_execution_policy(d: Deployment) -> dict:
         _statement("ArtifactsWrite", ["s3:PutObject"], d.objects(
             "data/{model}/", "code/{model}/", "code/monitoring/", "models/{model}/", "monitoring/{model}/",
             "deployments/{model}.json", "cost-reports/", "athena-results/")),
+        # every registry write (register, approval, deploy, promotion) records the version in its group's index,
+        # which the Models page reads: registry-index/<region>/<account>/<group>.json (a promotion's in the prod
+        # account's region and account).
+        _statement("RegistryIndex", ["s3:GetObject", "s3:PutObject"], sorted({
+            f"{d.bucket_arn}/registry-index/*/*/{g}.json"
+            for g in groups + [m.promotion.model_package_group or m.model_package_group for m in d.models if m.promotion]})),
         # train (<model>-train-<run key>), the explainability baseline (a Processing job named from the model),
         # batch_score (a model <model>-v<version>-<digest> and a transform job <model>-batch-<run key>);
         # tags on create need sagemaker:AddTags.
@@ -248,8 +254,8 @@ def _promotion_statements(d: Deployment) -> list[dict]:
 def _backup_statements(d: Deployment) -> list[dict]:
     """``backup_ml_assets`` / ``restore_ml_assets`` as the execution role: the versioned backup bucket in
     its region, copies of the versions' artifacts (the source version pinned), the registry's groups
-    exported; a restore into the backup's region: buckets named ``<bucket>-*`` (the form's default
-    ``{bucket}-{region}``; another name needs its own grant), the groups re-registered there."""
+    exported; a restore into the backup's region: the bucket the form names by default
+    (``{bucket}-{region}``; another name or region needs its own grant), the groups re-registered there."""
     if not d.backup_bucket:
         return []
     s3 = f"arn:{d.partition}:s3:::"
@@ -258,9 +264,10 @@ def _backup_statements(d: Deployment) -> list[dict]:
     return [
         _statement("BackupBucket", ["s3:CreateBucket", "s3:GetBucketLocation", "s3:GetBucketVersioning",
                                     "s3:PutBucketVersioning", "s3:ListBucket"], [s3 + d.backup_bucket]),
-        # snapshots written and read back; a restore copies the pinned backup version.
-        _statement("BackupObjects", ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
-                   [f"{s3}{d.backup_bucket}/*"]),
+        # snapshots written and read back (a rerun finds what it copied).
+        _statement("BackupObjects", ["s3:GetObject", "s3:PutObject"], [f"{s3}{d.backup_bucket}/*"]),
+        # a restore copies the backup version the manifest pins.
+        _statement("RestoreSource", ["s3:GetObjectVersion"], [f"{s3}{d.backup_bucket}/*"]),
         # CopyObject of a source version (x-amz-copy-source ...?versionId=) needs GetObjectVersion on it.
         _statement("BackupSourceVersions", ["s3:GetObjectVersion"], d.objects("models/{model}/")),
         # the groups' tags are part of the snapshot (ListTags), in the primary region and the restore's.
@@ -268,9 +275,10 @@ def _backup_statements(d: Deployment) -> list[dict]:
                    [d._arn("sagemaker", f"model-package-group/{g}", r) for r in sorted({d.region, region})
                     for g in groups]),
         _statement("RestoreBuckets", ["s3:CreateBucket", "s3:GetBucketLocation", "s3:PutBucketTagging",
-                                      "s3:GetBucketTagging", "s3:ListBucket"], [f"{s3}{d.bucket}-*"]),
+                                      "s3:GetBucketTagging", "s3:ListBucket"], [f"{s3}{d.bucket}-{region}"]),
         # a copy whose checksum differs from the manifest's is deleted before the run fails.
-        _statement("RestoreObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{s3}{d.bucket}-*/*"]),
+        _statement("RestoreObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                   [f"{s3}{d.bucket}-{region}/*"]),
         _statement("RestoreRegistry", [
             "sagemaker:CreateModelPackageGroup", "sagemaker:DescribeModelPackageGroup", "sagemaker:AddTags",
             "sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
@@ -341,10 +349,11 @@ def prod_promotion_policy(d: Deployment) -> dict:
     ]
     for i, (key, region, account) in enumerate(sorted({(m.promotion.kms_key_arn, m.promotion.region,
                                                         m.promotion.account) for m in promoted})):
-        # SSE-KMS with the prod key; an alias ARN authorizes nothing itself: its key, matched by alias.
+        # CopyObject with SSE-KMS under the prod key (S3 asks KMS for the data key as the caller); an alias
+        # ARN authorizes nothing itself: its key, matched by alias.
         alias = key.split(":", 5)[5] if ":alias/" in key else None
         statements.append(_statement(
-            f"ProdKey{i or ''}", ["kms:Decrypt", "kms:GenerateDataKey"],
+            f"ProdKey{i or ''}", ["kms:GenerateDataKey"],
             [f"arn:{d.partition}:kms:{region}:{account}:key/*" if alias else key],
             **({"Condition": {"ForAnyValue:StringEquals": {"kms:ResourceAliases": alias}}} if alias else {})))
     # the dev artifacts key (its id is the dev stack's): only through S3 in dev's region.
