@@ -13,7 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "plugins"))  # the one policy source, shared with the least-privilege test
 
-from hybrid_mlops.iam.policies import Deployment, ModelScope  # noqa: E402
+from hybrid_mlops.iam.policies import Deployment, ModelScope, Promotion  # noqa: E402
 
 ACCOUNT = re.compile(r"^\d{12}$")
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -93,8 +93,23 @@ def load_config(path: str | Path, models_dir: Path | None = None) -> Config:
     deployment = Deployment(
         account=raw["account"], region=primary, bucket=raw["artifacts_bucket"],
         sagemaker_role_name=raw["sagemaker_role"],
-        models=tuple(ModelScope(s["name"], s["registry"]["model_package_group"]) for s in specs),
+        models=tuple(_scope(s, primary) for s in specs),
         clusters=tuple(clusters), athena_workgroups=tuple(raw["athena"]["workgroups"]),
         athena_database=raw["athena"]["database"], cur_database=raw["cur"]["database"],
-        cur_table=raw["cur"]["table"], cur_bucket=raw["cur"]["bucket"])
+        cur_table=raw["cur"]["table"], cur_bucket=raw["cur"]["bucket"],
+        backup_bucket=(raw.get("backup") or {}).get("bucket"), backup_region=(raw.get("backup") or {}).get("region"))
     return Config(path=path, raw=raw, deployment=deployment)
+
+
+def _scope(spec: dict, primary: str) -> ModelScope:
+    """What a spec adds to the policies: its SageMaker endpoint's regions, the monitor's SHAP job, the
+    external Model Monitor output it watches, its promotion."""
+    serving, drift, group = spec.get("serving", {}), spec.get("drift") or {}, spec["registry"]["model_package_group"]
+    p = spec.get("promotion")
+    return ModelScope(
+        spec["name"], group,
+        endpoint_regions=tuple(serving.get("regions", [primary])) if serving.get("target") == "sagemaker" else (),
+        window_attributions=drift.get("feature_attribution") is not None,
+        external_report_prefix=drift.get("external_report_prefix"),
+        promotion=Promotion(p["account_id"], p["region"], p["role_arn"], p["bucket"], p["kms_key_arn"],
+                            p.get("model_package_group") or group) if p else None)

@@ -12,7 +12,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from hybrid_mlops.iam.policies import mwaa_execution_policy, sagemaker_execution_policy
+from hybrid_mlops.iam.policies import dev_grants_to_prod, mwaa_execution_policy, sagemaker_execution_policy
 
 from .config import Config
 
@@ -58,6 +58,9 @@ class KeysIamStack(Stack):
             sid="RolesUseTheKeyThroughS3",
             principals=[self.mwaa_role, self.sagemaker_role],
             actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=["*"], conditions=s3_via(region)))
+        # promote_<model>: the prod account's promotion role decrypts the models it copies (through S3).
+        for statement in dev_grants_to_prod(d)["key_policy"]:
+            self.artifacts_key.add_to_resource_policy(iam.PolicyStatement.from_json(statement))
         # MWAA encrypts its Celery queue with the environment's key (KmsKey), used by the role through SQS.
         self.artifacts_key.add_to_resource_policy(iam.PolicyStatement(
             sid="MwaaQueueThroughSqs", principals=[self.mwaa_role],

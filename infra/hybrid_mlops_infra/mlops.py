@@ -12,6 +12,8 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from .config import Config
+from hybrid_mlops.iam.policies import dev_grants_to_prod
+
 from .keys_iam import ARTIFACTS_KEY_ALIAS, REPLICATION_ROLE, replica_bucket, s3_via
 
 AIRFLOW_VERSION = "3.3.1"
@@ -78,6 +80,9 @@ class MlopsStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         c = config
         self.artifacts = s3.Bucket(self, "Artifacts", bucket_name=c["artifacts_bucket"], **_artifact_bucket_props(key))
+        # promote_<model>: the prod account's promotion role reads the promoted models (CopyObject's source).
+        for statement in dev_grants_to_prod(c.deployment)["bucket_policy"]:
+            self.artifacts.add_to_resource_policy(iam.PolicyStatement.from_json(statement))
         replicas = [r for r in c.serving_regions if r != c.primary]
         if replicas:
             self.artifacts.node.default_child.add_property_override("ReplicationConfiguration", {

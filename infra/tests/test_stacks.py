@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aws_cdk.assertions import Match
 
-from hybrid_mlops.iam.policies import mwaa_execution_policy, sagemaker_execution_policy
+from hybrid_mlops.iam.policies import dev_grants_to_prod, mwaa_execution_policy, sagemaker_execution_policy
 
 
 def _listed(value):
@@ -48,6 +48,26 @@ def test_roles_carry_exactly_the_tested_policies(synth):
             if policy["PolicyName"] in ("dags", "training"):
                 assert not any(a.startswith("kms:") for s in _normal(policy["PolicyDocument"]) for a in s["Action"])
     keys.resource_count_is("AWS::IAM::Policy", 0)  # no CDK grant added a default policy beside them
+
+
+def test_the_dev_side_grants_the_prod_promotion_role(synth):
+    """promote_<model>: the artifacts key and bucket grant the prod account's promotion role what
+    ``dev_grants_to_prod`` says (the role itself, ``prod_promotion_policy``, is deployed in that account)."""
+    config, t, _ = synth
+
+    def norm(statements):  # CDK renders one principal as a string
+        return _normal({"Statement": [{**st, "Principal": {"AWS": sorted(_listed(st["Principal"]["AWS"]))}}
+                                      for st in statements]})
+
+    grants = dev_grants_to_prod(config.deployment)
+    assert grants["key_policy"] and grants["bucket_policy"]  # the reference specs promote fraud-detection
+    key = _one(t["keys-iam"], "AWS::KMS::Key")
+    (decrypt,) = [s for s in key["KeyPolicy"]["Statement"] if s.get("Sid") == "PromotionDecrypt"]
+    assert norm([decrypt]) == norm(grants["key_policy"])
+    policies = t["mlops"].find_resources("AWS::S3::BucketPolicy")
+    statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]
+                  if s.get("Sid") == "PromotionReadModels"]
+    assert norm(statements) == norm(grants["bucket_policy"])
 
 
 def test_network_private_subnets_and_endpoints(synth):
