@@ -88,7 +88,8 @@ class ModelsOverview:
             if self._hooks is None or time.monotonic() - self._hooks[0] > CLIENT_TTL_SECONDS:
                 registry = ModelRegistryHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
                 records = RecordsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-                registry.conn, records.conn  # noqa: B018 - build the clients once, before the threads share them
+                # The S3 client now, once, before the threads share it; the SageMaker client (the larger model to
+                # load) in collect, while the first S3 reads run.
                 registry.use_s3_client(records.conn)
                 self._hooks = (time.monotonic(), registry, records)
             return self._hooks[1], self._hooks[2]
@@ -106,9 +107,11 @@ class ModelsOverview:
         self.requests = 0
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="models-page") as pool:
             cost_f = pool.submit(records.cost_report, bucket, day)
-            jobs = {s.name: (pool.submit(self._registry, registry, s),
-                             pool.submit(records.deployment_record, bucket, s.name),
-                             pool.submit(records.newest_drift_report, bucket, s.name)) for s in specs}
+            reads = {s.name: (pool.submit(records.deployment_record, bucket, s.name),
+                              pool.submit(records.newest_drift_report, bucket, s.name)) for s in specs}
+            with self._lock:
+                registry.conn  # noqa: B018 - built once, here, before the threads share it
+            jobs = {s.name: (pool.submit(self._registry, registry, s), *reads[s.name]) for s in specs}
             first = {name: self._versions(*(f.result() for f in fs), detailed) for name, fs in jobs.items()}
             # Versions the index lacks or shows otherwise, among those detailed: described (cached per state).
             todo = [s for f in first.values() for s in f["summaries"] if s["ModelPackageArn"] in f["detailed"]
