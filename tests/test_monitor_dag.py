@@ -103,6 +103,7 @@ def test_monitor_dag_reports_signals_and_asset(aws, airflow_db, spec, monitor_da
     stats = _read(prefix + "statistics.json")
     assert stats["dataset"]["item_count"] == 3000 and len(stats["features"]) == len(FEATURES)
     report = _read(prefix + "report.json")
+    assert report["numeric_baseline"] == "training_data"  # no prepared baseline beside this version
     assert report["malformed_lines"] == 3 and report["lines"] == 60 + 3 and report["rows"] == 3000
     quality = _read(prefix + "model-quality/statistics.json")
     assert quality["dataset"]["item_count"] == 3000
@@ -123,6 +124,45 @@ def test_monitor_dag_reports_signals_and_asset(aws, airflow_db, spec, monitor_da
         events = [e for e in session.query(AssetEvent).all() if e.asset.uri == "hybrid-mlops://fraud-detection/drift"]
     assert events and events[-1].extra["violated_features"] == ["amount", "channel"]
     assert events[-1].extra["report_uri"] == f"s3://{_bucket()}/{prefix}constraint_violations.json"
+
+
+def test_monitor_uses_prepared_baseline_with_identical_figures(aws, airflow_db, spec, monitor_dag, tmp_path):
+    """The prepared baseline evaluate writes beside model.tar.gz: the monitor compares the numeric features
+    with it, and its KS, p-value, PSI and JS are those of the raw training data's path, bit for bit."""
+    from hybrid_mlops import layout
+    from hybrid_mlops.drift import engine
+    from hybrid_mlops.hooks.drift import DriftHook
+    from hybrid_mlops.serving.smoke import OUTPUTS
+
+    _register_baseline(spec, tmp_path)
+    hook = DriftHook(aws_conn_id=None)
+    model_url = f"s3://{_bucket()}/models/fraud-detection/job1/output/model.tar.gz"
+    train_uri = f"s3://{_bucket()}/data/fraud-detection/run1/train"
+    train = hook.read_parquet_columns(train_uri, list(NUMERIC_FEATURES))
+    manifest = hook.put_prepared_baseline(train, list(NUMERIC_FEATURES), model_url, train_uri)
+    key = "models/fraud-detection/job1/output/prepared-baseline/manifest.json"
+    written = boto3.client("s3").head_object(Bucket=_bucket(), Key=key)["ETag"]
+    assert hook.put_prepared_baseline(train, list(NUMERIC_FEATURES), model_url, train_uri) == manifest  # a retry
+    assert boto3.client("s3").head_object(Bucket=_bucket(), Key=key)["ETag"] == written
+    assert manifest["format_version"] == engine.PREPARED_FORMAT_VERSION
+    assert manifest["features"]["amount"]["rows"] == 50_000
+
+    window = generate(3000, seed=31, drift=DriftKnobs(shift={"amount": 0.6}))
+    _put_capture(window)
+    _run(monitor_dag)
+    prefix = monitoring_prefix("fraud-detection", HOUR)
+    assert _read(prefix + "report.json")["numeric_baseline"] == "prepared"
+    got = {f["feature"]: f for f in _read(prefix + "drift_metrics.json")["features"] if f["kind"] == "numeric"}
+    cur = hook.read_capture_window(_bucket(), layout.capture_prefix("fraud-detection", HOUR), list(NUMERIC_FEATURES),
+                                   list(CATEGORICAL_FEATURES), id_column="transaction_id", output=OUTPUTS["binary"])
+    assert set(got) == set(NUMERIC_FEATURES)
+    for name in NUMERIC_FEATURES:  # the current path: the raw training column, sorted in the run
+        want = engine.numeric_drift(name, train[name], cur["columns"][name]).to_dict()
+        for k in ("ks_statistic", "ks_pvalue", "psi", "js", "baseline_count", "window_count", "window_missing"):
+            assert got[name][k] == want[k], (name, k)
+        for k in ("baseline_mean", "baseline_std", "window_mean", "window_std"):  # summation order only
+            assert got[name][k] == pytest.approx(want[k], rel=1e-12), (name, k)
+    assert _read(prefix + "constraint_violations.json")["violations"][0]["feature_name"] == "amount"
 
 
 def test_monitor_dag_empty_window_reports_clearly(aws, airflow_db, spec, monitor_dag, tmp_path, monkeypatch):

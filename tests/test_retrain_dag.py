@@ -48,6 +48,8 @@ def test_retrain_end_to_end_local(aws, airflow_db, retrain_dag):
     assert stats["dataset"]["item_count"] == 60000 and {f["name"] for f in stats["features"]} >= {"amount", "channel"}
     assert {f["name"] for f in constraints["features"]} == {f["name"] for f in stats["features"]}
     assert sample["schema"]["task"] == "binary" and len(sample["rows"]["amount"]) == 8
+    prepared = beside("prepared-baseline/manifest.json")  # the monitor's O(window) numeric baseline
+    assert prepared["train_data_uri"] == meta["train_data_uri"] and prepared["features"]["amount"]["rows"] == 60000
     assert evaluation["onnx_max_abs_diff"] <= 1e-5
     assert evaluation["oracle_roc_auc"] - evaluation["roc_auc"] <= 0.03
     assert package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"].endswith("evaluation.json")

@@ -248,15 +248,20 @@ def check_contract(spec: ModelSpec, artifact: str, evaluation: dict, input_schem
         raise AirflowFailException(f"{artifact}: refusing to register it: " + "; ".join(problems))
 
 
-def baseline_documents(spec: ModelSpec, train_uri: str) -> dict[str, dict]:
+def baseline_documents(spec: ModelSpec, train_uri: str, model_data_url: str | None = None) -> dict[str, dict]:
     """Model Monitor ``statistics.json`` / ``constraints.json`` of the training channel, computed here
-    (not by the trainer), so a team's own script or image needn't produce them."""
+    (not by the trainer), so a team's own script or image needn't produce them. Given ``model_data_url``,
+    also writes the prepared baseline of the numeric features beside it (sorted once here, so each hourly
+    monitor run costs O(window): :meth:`DriftHook.put_prepared_baseline`)."""
     from hybrid_mlops.drift import monitor_format
     from hybrid_mlops.hooks.drift import DriftHook
 
     schema = spec.data_schema
-    columns = DriftHook(aws_conn_id=settings.aws_conn_id()).read_parquet_columns(train_uri, list(schema.features))
+    hook = DriftHook(aws_conn_id=settings.aws_conn_id())
+    columns = hook.read_parquet_columns(train_uri, list(schema.features))
     stats = monitor_format.dataset_statistics(columns, schema.numeric, schema.categorical)
+    if model_data_url:
+        hook.put_prepared_baseline(columns, list(schema.numeric), model_data_url, train_uri)
     return {"statistics.json": stats, "constraints.json": monitor_format.suggest_constraints(stats)}
 
 
@@ -285,7 +290,7 @@ def evaluate(spec: ModelSpec, training: dict, prepared: dict, context) -> dict:
         evaluation["oracle_roc_auc"] = prepared["oracle_roc_auc"]
     check_contract(spec, artifact, evaluation, json.loads(members["input_schema.json"]), members["model.onnx"])
     input_schema = json.loads(members["input_schema.json"])
-    docs = {"evaluation.json": evaluation, **baseline_documents(spec, prepared["train_uri"]),
+    docs = {"evaluation.json": evaluation, **baseline_documents(spec, prepared["train_uri"], artifact),
             SMOKE_SAMPLE: {"schema": input_schema, "rows": _smoke_rows(spec, input_schema, prepared["validation_uri"])}}
     s3 = _s3()
     base = artifact.rsplit("/", 1)[0]

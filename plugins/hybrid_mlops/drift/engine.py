@@ -374,6 +374,8 @@ class CategoricalDrift:
         return asdict(self)
 
 
+#: Version of the prepared baseline's files (:func:`save_prepared`): a reader skips another version's files.
+PREPARED_FORMAT_VERSION = 1
 #: The prepared baseline's grid: a power of two of uniform cells, about one per 4 baseline values, at most this many.
 GRID_CELLS_MAX = 2 ** 20
 #: A window is counted on the grid coarsened to 4-8 of its values per cell: a finer histogram outgrows the

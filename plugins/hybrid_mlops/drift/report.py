@@ -40,12 +40,16 @@ def build_report(
     window_start: str,
     window_end: str,
     identifiers: frozenset[str] = frozenset(),
+    prepared: dict[str, engine.PreparedColumn] | None = None,
 ) -> dict:
     """All documents of one window (see the module docstring).
 
     Every feature of ``numeric`` / ``categorical`` (the model's schema) is compared, or listed in the
-    summary's ``unchecked_features`` with the reason: none is skipped silently.
+    summary's ``unchecked_features`` with the reason: none is skipped silently. A numeric feature in
+    ``prepared`` (the version's prepared baseline) is compared in O(window), with the same KS, p-value,
+    PSI and JS as against its raw column.
     """
+    prepared = prepared or {}
     present = set(window["present_features"])
     cols = window["columns"]
     n_rows = int(window["rows"])
@@ -59,11 +63,15 @@ def build_report(
     for name in numeric:
         if name not in cols:
             continue
+        invalid = window["invalid"].get(name, 0)
         base = baseline_columns.get(name)
-        if base is None:
+        if name in prepared:
+            d = engine.numeric_drift_prepared(name, prepared[name], cols[name], window_invalid=invalid)
+        elif base is None:
             unchecked[name] = "not in the baseline's training data"
             continue
-        d = engine.numeric_drift(name, base, cols[name], window_invalid=window["invalid"].get(name, 0))
+        else:
+            d = engine.numeric_drift(name, base, cols[name], window_invalid=invalid)
         figures.append(d.to_dict())
         violations += verdict.numeric_violations(d, verdict.thresholds_for(drift_spec, name), completeness.get(name, 1.0))
     for name in categorical:

@@ -289,6 +289,71 @@ class DriftHook(S3Hook):
                     out[base] = json.loads(tar.extractfile(member).read())
         return out
 
+    # ------------------------------------------------------------------------------ prepared baseline
+    PREPARED_DIR = "prepared-baseline"
+    PREPARED_MANIFEST = "manifest.json"
+
+    def put_prepared_baseline(self, columns: dict, numeric: list[str], model_data_url: str,
+                              train_data_uri: str) -> dict:
+        """Write the prepared baseline of the numeric features (``engine.save_prepared``: sorted values and
+        grid counts, one pair of ``.npy`` per feature) under ``prepared-baseline/`` beside ``model.tar.gz``,
+        the manifest last, so a reader sees all files or none. A retry whose manifest already matches
+        reuses the files. Returns the manifest."""
+        import tempfile
+        from urllib.parse import quote
+
+        from hybrid_mlops.drift import engine
+
+        bucket, key = split_s3_uri(model_data_url)
+        prefix = f"{key.rsplit('/', 1)[0]}/{self.PREPARED_DIR}/"
+        names = [n for n in numeric if n in columns]
+        current = self._prepared_manifest(bucket, prefix)
+        if current and current.get("train_data_uri") == train_data_uri and list(current["features"]) == names:
+            self.log.info("Prepared baseline s3://%s/%s already written; reused", bucket, prefix)
+            return current
+        prepared = engine.prepare_baseline({n: columns[n] for n in names})
+        files = {n: quote(n, safe="") for n in names}  # a feature name may hold "/"
+        manifest = {"format_version": engine.PREPARED_FORMAT_VERSION, "train_data_uri": train_data_uri,
+                    "features": {n: {"file": files[n], "rows": int(len(columns[n])),
+                                     "present": int(prepared[n].values.size)} for n in names}}
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in engine.save_prepared({files[n]: prepared[n] for n in names}, tmp):
+                self.load_file(path, prefix + os.path.basename(path), bucket, replace=True)
+        self.put_json(manifest, bucket, prefix + self.PREPARED_MANIFEST)
+        self.log.info("Prepared baseline of %s numeric features written to s3://%s/%s", len(names), bucket, prefix)
+        return manifest
+
+    def _prepared_manifest(self, bucket: str, prefix: str) -> dict | None:
+        """The manifest under ``prefix`` when it is in this engine's format, else None."""
+        from hybrid_mlops.drift import engine
+
+        key = prefix + self.PREPARED_MANIFEST
+        if not self.check_for_key(key, bucket):
+            return None
+        manifest = json.loads(self.read_key(key, bucket))
+        return manifest if manifest.get("format_version") == engine.PREPARED_FORMAT_VERSION else None
+
+    def load_prepared_baseline(self, model_data_url: str, numeric: list[str], directory: str,
+                               train_data_uri: str | None = None) -> dict | None:
+        """The version's prepared baseline of ``numeric``, downloaded to ``directory`` and memory-mapped
+        (``{feature: engine.PreparedColumn}``); None when it has none for all of them in this engine's
+        format, or it was prepared from other training data than ``train_data_uri``."""
+        from hybrid_mlops.drift import engine
+
+        bucket, key = split_s3_uri(model_data_url)
+        prefix = f"{key.rsplit('/', 1)[0]}/{self.PREPARED_DIR}/"
+        manifest = self._prepared_manifest(bucket, prefix)
+        if not manifest or (train_data_uri and manifest.get("train_data_uri") != train_data_uri) \
+                or not set(numeric) <= set(manifest["features"]):
+            return None
+        s3 = self.get_conn()
+        files = {n: manifest["features"][n]["file"] for n in numeric}
+        for stem in files.values():
+            for suffix in (".npy", ".cells.npy"):
+                s3.download_file(bucket, prefix + stem + suffix, os.path.join(directory, stem + suffix))
+        loaded = engine.load_prepared(directory, list(files.values()))
+        return {n: loaded[stem] for n, stem in files.items()}
+
     def put_json(self, obj: Any, bucket: str, key: str) -> str:
         self.load_string(json.dumps(obj, indent=1, default=str), key=key, bucket_name=bucket, replace=True)
         return f"s3://{bucket}/{key}"
