@@ -6,6 +6,7 @@ that needs onnxruntime or torch runs as a subprocess of the right environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -76,12 +78,17 @@ def build_standin_model(out_dir: str | Path) -> Path:
     """Write a model directory with the training contract (``model.onnx`` + ``input_schema.json``)."""
     out_dir = Path(out_dir)
     if not (out_dir / "model.onnx").exists():
-        subprocess.run(
-            [str(TRAIN_PYTHON), "-c", _STANDIN_SCRIPT, str(out_dir), str(ROOT / "plugins")],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        # Built aside and renamed into place: test workers running in parallel may build it at once.
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+            subprocess.run(
+                [str(TRAIN_PYTHON), "-c", _STANDIN_SCRIPT, tmp + "/model", str(ROOT / "plugins")],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+            with contextlib.suppress(OSError):  # another worker renamed its copy first
+                os.rename(tmp + "/model", out_dir)
     return out_dir
 
 
