@@ -271,14 +271,19 @@ def _serve_on_sagemaker(enf: Enforcing, env: pytest.MonkeyPatch) -> None:
 def _sagemaker_side(enf: Enforcing) -> None:
     """What SageMaker does as the execution role: the SHAP Processing job's I/O (its ``S3Input`` rows
     downloaded, its ``S3Output`` analysis uploaded) and the endpoint's capture files."""
+    from test_promote import PREFIX
+
+    from hybrid_mlops import layout
+
     hour = "2026/05/01/10"
-    base = f"monitoring/{MODEL}/{hour}/feature-attribution/"
+    base = layout.monitoring_prefix(MODEL, datetime(2026, 5, 1, 10, tzinfo=timezone.utc)) + "feature-attribution/"
     enf.enforce(False)
     enf.admin("s3").put_object(Bucket=BUCKET, Key=base + "input/rows.json", Body=b'{"rows": []}')  # attribution_inputs
     enf.enforce(True)
     s3 = enf.client("sagemaker", "s3")
-    s3.get_object(Bucket=BUCKET, Key=base + "input/rows.json")
-    s3.put_object(Bucket=BUCKET, Key=base + "output/analysis.json", Body=b"{}")
+    for key in (PREFIX + "model.tar.gz", base + "input/rows.json"):  # the job's S3Inputs: the model, the rows
+        s3.get_object(Bucket=BUCKET, Key=key)
+    s3.put_object(Bucket=BUCKET, Key=base + "output/analysis.json", Body=b"{}")  # its S3Output
     s3.put_object(Bucket=BUCKET, Key=f"capture-sagemaker/{MODEL}/{MODEL}/AllTraffic/{hour}/00-00-000-0.jsonl", Body=b"{}")
     s3.put_object(Bucket=BUCKET, Key=f"capture/{MODEL}/{hour}/00-00-000-0.jsonl", Body=b"{}")
 
