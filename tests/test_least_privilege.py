@@ -22,7 +22,9 @@ role, as the jobs do on AWS), ``monitor_fraud_detection`` and
 test_monitor_athena.py and test_cost_split.py), and the deploy's ``DescribeCluster`` of every serving
 region's cluster. moto cannot verify the signatures of EKS and CloudWatch requests (``UNVERIFIABLE_ON_MOTO``):
 those go out with the checks off and are proven against the recorded requests only. Then each statement is removed in turn and the recorded requests it covers are
-replayed, signed with the reduced policy: at least one is denied.
+replayed, signed with the reduced policy: at least one is denied. The newer kinds (promotion, watch, the
+SageMaker endpoint, backup and restore) are proven the same way in test_least_privilege_kinds.py, with the
+helpers here.
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
@@ -41,8 +40,8 @@ from hybrid_mlops.iam.policies import (Promotion, dev_grants_to_prod, mwaa_execu
                                        sagemaker_execution_policy)
 from hybrid_mlops.local.moto import MotoServer
 from test_least_privilege import (ACCOUNT, BUCKET, MIRROR, REGION, ROOT, SSE_KMS_BUCKETS, TRUST,
-                                  UNVERIFIABLE_ON_MOTO, Enforcing, _athena_index, _match, _post, _replay, allowing,
-                                  deployment, moto_view, needed)
+                                  UNVERIFIABLE_ON_MOTO, Enforcing, _match, _needs, _post, _replay, allowing,
+                                  deployment, moto_view)
 
 PROD_ACCOUNT, PROD_REGION = "210987654321", "eu-west-1"
 PROD_ROLE_NAME = "hybrid-mlops-promotion"
@@ -303,15 +302,6 @@ def _as_requests_sent_on_aws(enf: Enforcing) -> None:
             c["op"], c["params"] = "PutModelPackageGroupPolicy", json.loads(getattr(body, "getvalue", lambda: body)())
         else:
             c["op"], c["params"] = "GetModelPackageGroupPolicy", {"ModelPackageGroupName": group}
-
-
-def _needs(proof) -> dict[str, list[tuple[dict, str, str, bool]]]:
-    index, out = _athena_index(proof.calls), defaultdict(list)
-    for c in proof.calls:
-        if c["service"] == "s3" and c["params"].get("Key", "").startswith(MIRROR):
-            continue
-        out[c["principal"]] += [(c, a, r, i == 0) for i, (a, r) in enumerate(needed(c, index))]
-    return out
 
 
 def _sids(label: str, policy: dict) -> list[dict]:
