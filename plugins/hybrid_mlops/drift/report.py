@@ -41,13 +41,14 @@ def build_report(
     window_end: str,
     identifiers: frozenset[str] = frozenset(),
     prepared: dict[str, engine.PreparedColumn] | None = None,
+    prepared_moments: dict[str, tuple[float, float]] | None = None,
 ) -> dict:
     """All documents of one window (see the module docstring).
 
     Every feature of ``numeric`` / ``categorical`` (the model's schema) is compared, or listed in the
     summary's ``unchecked_features`` with the reason: none is skipped silently. A numeric feature in
     ``prepared`` (the version's prepared baseline) is compared in O(window), with the same KS, p-value,
-    PSI and JS as against its raw column.
+    PSI and JS as against its raw column (``prepared_moments``: its mean and std, computed at preparation).
     """
     prepared = prepared or {}
     present = set(window["present_features"])
@@ -66,7 +67,8 @@ def build_report(
         invalid = window["invalid"].get(name, 0)
         base = baseline_columns.get(name)
         if name in prepared:
-            d = engine.numeric_drift_prepared(name, prepared[name], cols[name], window_invalid=invalid)
+            d = engine.numeric_drift_prepared(name, prepared[name], cols[name], window_invalid=invalid,
+                                              ref_moments=(prepared_moments or {}).get(name))
         elif base is None:
             unchecked[name] = "not in the baseline's training data"
             continue

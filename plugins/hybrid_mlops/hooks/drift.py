@@ -315,7 +315,8 @@ class DriftHook(S3Hook):
         files = {n: quote(n, safe="") for n in names}  # a feature name may hold "/"
         manifest = {"format_version": engine.PREPARED_FORMAT_VERSION, "train_data_uri": train_data_uri,
                     "features": {n: {"file": files[n], "rows": int(len(columns[n])),
-                                     "present": int(prepared[n].values.size)} for n in names}}
+                                     "present": int(prepared[n].values.size), **_moments(prepared[n])}
+                                 for n in names}}
         with tempfile.TemporaryDirectory() as tmp:
             for path in engine.save_prepared({files[n]: prepared[n] for n in names}, tmp):
                 self.load_file(path, prefix + os.path.basename(path), bucket, replace=True)
@@ -334,10 +335,10 @@ class DriftHook(S3Hook):
         return manifest if manifest.get("format_version") == engine.PREPARED_FORMAT_VERSION else None
 
     def load_prepared_baseline(self, model_data_url: str, numeric: list[str], directory: str,
-                               train_data_uri: str | None = None) -> dict | None:
-        """The version's prepared baseline of ``numeric``, downloaded to ``directory`` and memory-mapped
-        (``{feature: engine.PreparedColumn}``); None when it has none for all of them in this engine's
-        format, or it was prepared from other training data than ``train_data_uri``."""
+                               train_data_uri: str | None = None) -> tuple[dict, dict] | None:
+        """The version's prepared baseline of ``numeric``, downloaded to ``directory`` and memory-mapped:
+        ``({feature: engine.PreparedColumn}, {feature: (mean, std)})``; None when it has none for all of
+        them in this engine's format, or it was prepared from other training data than ``train_data_uri``."""
         from hybrid_mlops.drift import engine
 
         bucket, key = split_s3_uri(model_data_url)
@@ -352,7 +353,8 @@ class DriftHook(S3Hook):
             for suffix in (".npy", ".cells.npy"):
                 s3.download_file(bucket, prefix + stem + suffix, os.path.join(directory, stem + suffix))
         loaded = engine.load_prepared(directory, list(files.values()))
-        return {n: loaded[stem] for n, stem in files.items()}
+        moments = {n: (f["mean"], f["std"]) for n, f in manifest["features"].items() if n in files and "mean" in f}
+        return {n: loaded[stem] for n, stem in files.items()}, moments
 
     def put_json(self, obj: Any, bucket: str, key: str) -> str:
         self.load_string(json.dumps(obj, indent=1, default=str), key=key, bucket_name=bucket, replace=True)
@@ -403,6 +405,11 @@ class DriftHook(S3Hook):
                         continue
                 found.append({"key": key, "violations": violations, "last_modified": obj["LastModified"].isoformat()})
         return sorted(found, key=lambda r: r["key"])
+
+
+def _moments(col) -> dict:
+    """The baseline's mean and std as the monitor computes them (so a run needn't pass over the baseline)."""
+    return {"mean": float(col.values.mean()), "std": float(col.values.std())} if col.values.size else {}
 
 
 def _outputs(values: list):

@@ -100,19 +100,19 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
         artifacts = self.hook.read_model_artifacts(model_url, files) if model_url else {}
         return {"package": package, "train_data_uri": train_uri, "model_data_url": model_url, **artifacts}
 
-    def _prepared(self, baseline: dict, numeric: list[str], directory: str) -> dict:
-        """The version's prepared baseline of the numeric features (memory-mapped from ``directory``), or
-        ``{}`` when it has none (registered before it existed, or a team's own baseline): then the numeric
+    def _prepared(self, baseline: dict, numeric: list[str], directory: str) -> tuple[dict, dict]:
+        """The version's prepared baseline of the numeric features (memory-mapped from ``directory``) and
+        their (mean, std), or ``({}, {})`` when it has none (registered before it existed, or a team's own baseline): then the numeric
         features are compared with the training data, sorted in this run."""
         url = baseline.get("model_data_url")
         prepared = (self.hook.load_prepared_baseline(url, numeric, directory, baseline.get("train_data_uri"))
                     if url and numeric else None)
         if prepared:
-            self.log.info("Numeric baseline: the prepared baseline beside %s (%s features)", url, len(prepared))
-        else:
-            self.log.info("Numeric baseline: no prepared baseline beside %s; reading the training data %s",
-                          url, baseline.get("train_data_uri"))
-        return prepared or {}
+            self.log.info("Numeric baseline: the prepared baseline beside %s (%s features)", url, len(prepared[0]))
+            return prepared
+        self.log.info("Numeric baseline: no prepared baseline beside %s; reading the training data %s",
+                      url, baseline.get("train_data_uri"))
+        return {}, {}
 
     def athena_config(self) -> dict | None:
         """``{database, workgroup, output_location}`` on ``aws`` (what was passed, else the settings; a
@@ -157,7 +157,7 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
                 "register and approve a model version, or pass train_data_uri"))
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                prepared = self._prepared(baseline, numeric, tmp)
+                prepared, moments = self._prepared(baseline, numeric, tmp)
                 needed = [*(n for n in numeric if n not in prepared), *categorical]
                 baseline_columns = (self.hook.read_parquet_columns(baseline["train_data_uri"], needed)
                                     if baseline.get("train_data_uri") and needed else {})
@@ -166,7 +166,7 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
                     categorical=categorical, baseline_statistics=baseline.get("statistics.json"),
                     baseline_constraints=baseline.get("constraints.json"), model=self.model,
                     window_start=hour.isoformat(), window_end=end.isoformat(),
-                    identifiers=frozenset(filter(None, [id_column])), prepared=prepared)
+                    identifiers=frozenset(filter(None, [id_column])), prepared=prepared, prepared_moments=moments)
             docs["report"]["numeric_baseline"] = "prepared" if prepared else "training_data"
         summary = docs["report"]
         if baseline.get("package"):
