@@ -102,8 +102,8 @@ class DriftReportOperator(AwsBaseOperator[DriftHook]):
 
     def _prepared(self, baseline: dict, numeric: list[str], directory: str) -> tuple[dict, dict]:
         """The version's prepared baseline of the numeric features (memory-mapped from ``directory``) and
-        their (mean, std), or ``({}, {})`` when it has none (registered before it existed, or a team's own baseline): then the numeric
-        features are compared with the training data, sorted in this run."""
+        their (mean, std), or ``({}, {})`` when it has none (registered before it existed, or a team's own
+        baseline): then the numeric features are compared with the training data, sorted in this run."""
         url = baseline.get("model_data_url")
         prepared = (self.hook.load_prepared_baseline(url, numeric, directory, baseline.get("train_data_uri"))
                     if url and numeric else None)
