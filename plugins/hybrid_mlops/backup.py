@@ -527,7 +527,7 @@ def verify_restore(plan: dict) -> dict:
                 continue
             versions += 1
             for field in ("ModelApprovalStatus", "ApprovalDescription", "ModelPackageDescription"):
-                if got.get(field) != source.get(field):
+                if (got.get(field) or None) != (source.get(field) or None):  # an empty text comes back absent
                     problems.append(f"{name}: {field}={got.get(field)!r}, the snapshot has {source.get(field)!r}")
             for field in ("Stage", "StageStatus"):
                 want, have = (source.get("ModelLifeCycle") or {}).get(field), (got.get("ModelLifeCycle") or {}).get(field)
