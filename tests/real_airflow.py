@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from hybrid_mlops.local.airflow_stack import AirflowStack
+from hybrid_mlops.local.airflow_stack import AirflowStack, _alive as _process_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "fraud-detection"
@@ -46,18 +46,6 @@ def small_models_dir(path: Path) -> Path:
 
 class AirflowApiError(RuntimeError):
     pass
-
-
-def _process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class AirflowClient:

@@ -492,6 +492,14 @@ def _athena_index(calls: list[dict]) -> dict:
     return index
 
 
+def allowed_and_used(policy: dict, needs, label: str) -> set[tuple[str, str]]:
+    """Asserts every needed (action, resource) is allowed; returns the (statement, action) pairs that serve one."""
+    denied = sorted({(c["service"], c["op"], a, r) for c, a, r, _ in needs if not allowing(policy, a, r)})
+    assert not denied, f"requests the {label} policy does not allow: {denied}"
+    return {(sid, a) for _, a, r, _ in needs for sid in allowing(policy, a, r)
+            for st in policy["Statement"] if st["Sid"] == sid for pattern in st["Action"] if _match(pattern, a)}
+
+
 def _needs(proof) -> dict[str, list[tuple[dict, str, str, bool]]]:
     """Per principal: (request, action, resource, direct) for every recorded request outside the local
     stand-ins; ``direct``: the request's own action, the one moto evaluates (the others: what AWS also
@@ -518,11 +526,7 @@ def test_the_dags_ran_as_the_roles(proof):
 def test_every_request_is_allowed_and_every_action_is_needed(proof, label):
     """With the real ARNs: each request's actions are allowed; each action of each statement serves a request."""
     policy = POLICIES[label][1](proof.deploy)
-    needs = _needs(proof)[label]
-    denied = sorted({(c["service"], c["op"], a, r) for c, a, r, _ in needs if not allowing(policy, a, r)})
-    assert not denied, f"requests the {label} policy does not allow: {denied}"
-    used = {(sid, a) for _, a, r, _ in needs for sid in allowing(policy, a, r)
-            for st in policy["Statement"] if st["Sid"] == sid for pattern in st["Action"] if _match(pattern, a)}
+    used = allowed_and_used(policy, _needs(proof)[label], label)
     unused = [(st["Sid"], a) for st in policy["Statement"] for a in st["Action"] if (st["Sid"], a) not in used]
     assert not unused, f"actions no request of the run needs: {unused}"
     for st in policy["Statement"]:

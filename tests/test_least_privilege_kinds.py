@@ -40,8 +40,8 @@ from hybrid_mlops.iam.policies import (Promotion, dev_grants_to_prod, mwaa_execu
                                        sagemaker_execution_policy)
 from hybrid_mlops.local.moto import MotoServer
 from test_least_privilege import (ACCOUNT, BUCKET, MIRROR, REGION, ROOT, SSE_KMS_BUCKETS, TRUST,
-                                  UNVERIFIABLE_ON_MOTO, Enforcing, _match, _needs, _post, _replay, allowing,
-                                  deployment, moto_view)
+                                  UNVERIFIABLE_ON_MOTO, Enforcing, _needs, _post, _replay, allowed_and_used,
+                                  allowing, deployment, moto_view)
 
 PROD_ACCOUNT, PROD_REGION = "210987654321", "eu-west-1"
 PROD_ROLE_NAME = "hybrid-mlops-promotion"
@@ -322,11 +322,7 @@ def test_the_kinds_ran_as_the_roles(proof):
 @pytest.mark.parametrize("label", sorted(POLICIES))
 def test_every_request_is_allowed_and_every_new_action_is_needed(proof, label):
     policy = POLICIES[label][1](proof.deploy)
-    needs = _needs(proof)[label]
-    denied = sorted({(c["service"], c["op"], a, r) for c, a, r, _ in needs if not allowing(policy, a, r)})
-    assert not denied, f"requests the {label} policy does not allow: {denied}"
-    used = {(sid, a) for _, a, r, _ in needs for sid in allowing(policy, a, r)
-            for st in policy["Statement"] if st["Sid"] == sid for pattern in st["Action"] if _match(pattern, a)}
+    used = allowed_and_used(policy, _needs(proof)[label], label)
     unused = [(st["Sid"], a) for st in _sids(label, policy) for a in st["Action"]
               if (st["Sid"], a) not in used | NOT_EXERCISED]
     assert not unused, f"actions no request of the runs needs: {unused}"
