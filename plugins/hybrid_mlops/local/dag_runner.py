@@ -28,6 +28,8 @@ class HitlResponder:
     :param responder: the name recorded as the person who answered.
     """
 
+    SETTLE_SECONDS = 1.0
+
     def __init__(self, dag_id: str, choice: str | None, responder: str = "local-operator"):
         self.dag_id, self.choice, self.responder = dag_id, choice, responder
         self.answered: list[str] = []
@@ -69,18 +71,30 @@ class HitlResponder:
                         .where(TI.dag_id == self.dag_id, TI.state == TaskInstanceState.AWAITING_INPUT)
                         .options(joinedload(TI.hitl_detail))
                     ).all()
+                    now = utcnow()
                     for ti in pending:
                         detail = ti.hitl_detail
-                        if detail is None or detail.responded_at is not None:
+                        if detail is None:
                             continue
-                        detail.chosen_options = [self.choice]
-                        detail.params_input = {}
-                        detail.responded_at = utcnow()
-                        detail.responded_by = {"id": self.responder, "name": self.responder}
-                        log.warning("%s answers %s.%s: %s", self.responder, ti.dag_id, ti.task_id, self.choice)
+                        # An answer that lands while the asking try is still parking itself is lost (the
+                        # try's end sets the task back to awaiting input): answer once the request has
+                        # settled, and send the answer again if the task is still parked after it.
+                        if detail.responded_at is None:
+                            if (now - detail.created_at).total_seconds() < self.SETTLE_SECONDS:
+                                continue
+                            detail.chosen_options = [self.choice]
+                            detail.params_input = {}
+                            detail.responded_at = now
+                            detail.responded_by = {"id": self.responder, "name": self.responder}
+                            log.warning("%s answers %s.%s: %s", self.responder, ti.dag_id, ti.task_id, self.choice)
+                            self.answered.append(ti.task_id)
+                        elif (now - detail.responded_at).total_seconds() < 3 * self.SETTLE_SECONDS:
+                            continue
+                        else:
+                            log.warning("%s.%s is still awaiting input after its answer: sending it again",
+                                        ti.dag_id, ti.task_id)
                         handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti,
                                             session=session)
-                        self.answered.append(ti.task_id)
             except Exception:  # keep answering; the run itself reports real failures
                 log.exception("answering human-in-the-loop requests failed")
             time.sleep(0.5)
