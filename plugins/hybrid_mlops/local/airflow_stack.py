@@ -337,11 +337,13 @@ class AirflowStack:
 
     def stop(self) -> None:
         """Stop the components (newest first), the models it served locally, PostgreSQL and moto."""
-        for name in reversed(list(self.procs)):
-            _stop_group(self.procs[name].pid, name)
-            self.procs[name].wait()
-        self.procs.clear()
-        self._stop_local_serving()
+        try:
+            for name in reversed(list(self.procs)):
+                _stop_group(self.procs[name].pid, name)
+                self.procs[name].wait()
+            self.procs.clear()
+        finally:
+            self._stop_local_serving()
         if self._postgres_started:
             subprocess.run(self._as_postgres([str(postgres_bin() / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast",
                                               "-w", "stop"]), capture_output=True)
@@ -354,17 +356,15 @@ class AirflowStack:
 
     def _stop_local_serving(self) -> None:
         """The deploy tasks' model servers outlive their tasks (own sessions): stop those of this stack's models."""
-        env = self.environ()
-        models_dir = Path(env.get("HYBRID_MLOPS_MODELS_DIR") or settings.MODELS_DIR)
-        state = Path(env["HYBRID_MLOPS_LOCAL_DIR"]) / "serving"
+        state = Path(self.environ()["HYBRID_MLOPS_LOCAL_DIR"]) / "serving"
         from hybrid_mlops.local.serving import LocalServing
 
-        for spec_file in sorted(models_dir.glob("*.y*ml")):
-            if (state / spec_file.stem).exists():
-                try:
-                    LocalServing(spec_file.stem, state_dir=state / spec_file.stem).stop()
-                except Exception as err:  # noqa: BLE001 - stopping the rest matters more
-                    print(f"airflow-local: stopping the {spec_file.stem} model server failed: {err}", file=sys.stderr)
+        # every model this stack served (one folder each), whether or not its spec is still there
+        for model_dir in sorted(p for p in state.glob("*") if p.is_dir()):
+            try:
+                LocalServing(model_dir.name, state_dir=model_dir).stop()
+            except Exception as err:  # noqa: BLE001 - stopping the rest matters more
+                print(f"airflow-local: stopping the {model_dir.name} model server failed: {err}", file=sys.stderr)
 
     def __enter__(self) -> AirflowStack:
         return self.start()
