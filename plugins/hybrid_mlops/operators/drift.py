@@ -376,6 +376,7 @@ class AttributionInputsOperator(_ClarifyMonitor):
     monitor = "feature-attribution"
     template_fields: Sequence[str] = (*DriftReportOperator.template_fields, "attribution_config", "image_uri",
                                       "role_arn")
+    operator_extra_links = ()  # it writes the job's inputs, no report: no report link to look up
 
     def __init__(self, *, attribution_config: dict, image_uri: str, role_arn: str | None = None,
                  tags: dict[str, str] | None = None, **kwargs):
