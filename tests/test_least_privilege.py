@@ -552,15 +552,20 @@ def test_removing_any_statement_denies_something_the_run_did(proof, label):
             replays = {id(c): c for c, _, _, direct in only_this if direct and c["service"] not in UNVERIFIABLE_ON_MOTO}
             if not replays:
                 continue  # moto never evaluates these actions (PassRole, Glue, EKS ...): the proof above is all there is
-            iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(moto_view(reduced)))
-            proof.enforce(True)
-            try:
-                outcomes = [_replay(proof, label, c) for c in replays.values()]
-            finally:
-                proof.enforce(False)
-            assert "AccessDenied" in outcomes, f"{label}: without {st['Sid']} moto still allowed {outcomes}"
+            assert_denied_without(proof, label, iam, role, policy_name, reduced, replays.values(), st["Sid"])
     finally:
         iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(moto_view(policy)))
+
+
+def assert_denied_without(proof, label: str, iam, role: str, policy_name: str, reduced: dict, calls, sid: str):
+    """The role holds ``reduced`` (the policy less statement ``sid``): replayed as the role, some call is denied."""
+    iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(moto_view(reduced)))
+    proof.enforce(True)
+    try:
+        outcomes = [_replay(proof, label, c) for c in calls]
+    finally:
+        proof.enforce(False)
+    assert "AccessDenied" in outcomes, f"{label}: without {sid} moto still allowed {outcomes}"
 
 
 def _replay(proof, label: str, call: dict) -> str:

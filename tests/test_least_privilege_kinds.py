@@ -40,8 +40,8 @@ from hybrid_mlops.iam.policies import (Promotion, dev_grants_to_prod, mwaa_execu
                                        sagemaker_execution_policy)
 from hybrid_mlops.local.moto import MotoServer
 from test_least_privilege import (ACCOUNT, BUCKET, MIRROR, REGION, ROOT, SSE_KMS_BUCKETS, TRUST,
-                                  UNVERIFIABLE_ON_MOTO, Enforcing, _needs, _post, _replay, allowed_and_used,
-                                  allowing, deployment, moto_view)
+                                  UNVERIFIABLE_ON_MOTO, Enforcing, _needs, _post, allowed_and_used,
+                                  allowing, assert_denied_without, deployment, moto_view)
 
 PROD_ACCOUNT, PROD_REGION = "210987654321", "eu-west-1"
 PROD_ROLE_NAME = "hybrid-mlops-promotion"
@@ -358,13 +358,7 @@ def test_removing_any_new_statement_denies_something_the_runs_did(proof, label):
                        and (c["service"] == "s3" or not allowing(seen_by_moto, a, "*"))}
             if not replays:
                 continue  # moto cannot tell (PassRole, KMS, versions, the restore region's ARNs ...): the proof above is all
-            iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(moto_view(reduced)))
-            proof.enforce(True)
-            try:
-                outcomes = [_replay(proof, label, c) for c in replays.values()]
-            finally:
-                proof.enforce(False)
-            assert "AccessDenied" in outcomes, f"{label}: without {st['Sid']} moto still allowed {outcomes}"
+            assert_denied_without(proof, label, iam, role, policy_name, reduced, replays.values(), st["Sid"])
     finally:
         iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(moto_view(policy)))
 
